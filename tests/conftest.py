@@ -1,0 +1,43 @@
+"""Shared test plumbing.
+
+Real tools (sshd, cloud-init, qemu, zbarimg, root) are required, not optional: on a laptop a test that
+lacks one skips with the reason; in CI (CI=true) that skip is turned into a failure, so nothing real
+is silently left out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (locally) or fail (in CI) unless ``condition`` holds."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required in CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    require(path is not None, f"needs {name} (make deps installs it as root)")
+    assert path is not None
+    return path
+
+
+def require_root() -> None:
+    require(os.geteuid() == 0, "needs root (namespaces, bind mounts)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must run every real test: {report.longrepr}"

@@ -1,0 +1,76 @@
+"""Render each server's user-data from a stack config file, exactly as `pulumi up` would send it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cloudinit import render, secrets, stackconfig
+from cloudinit.model import ConfigError, Server
+from vpsctl.errors import CliError
+from vpsctl.files import load_json, load_yaml, write_private
+
+SECRETS_FILE = "secrets.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="stack config file (Pulumi.<stack>.yaml), plain values")
+    parser.add_argument("--out", required=True, help="output folder: OUT/<server>/user-data, OUT/secrets.json")
+    parser.add_argument("--secrets", help=f"reuse seeds, codes and host keys from a {SECRETS_FILE} written before")
+    parser.add_argument("--server", action="append", help="only this server (repeatable)")
+
+
+def load_config(path: str) -> stackconfig.StackConfig:
+    document = load_yaml(path, "--config")
+    if not isinstance(document, Mapping):
+        raise CliError(f"--config: {path} is not a stack config (want a mapping with a 'config' key)")
+    plain, _encrypted = stackconfig.from_stack_file(document)
+    return stackconfig.parse(plain)
+
+
+def select(config: stackconfig.StackConfig, names: list[str] | None) -> tuple[Server, ...]:
+    if not names:
+        return config.servers
+    known = {s.name: s for s in config.servers}
+    for name in names:
+        if name not in known:
+            raise CliError(f"--server: {name!r} is not in the config (servers: {sorted(known)})")
+    return tuple(known[n] for n in names)
+
+
+def server_secrets(server: Server, reuse: Mapping[str, Any]) -> tuple[dict[str, secrets.AdminSecrets], secrets.HostKey]:
+    """Secrets for ``server``: from the --secrets file where it has them, fresh otherwise."""
+    if server.name in reuse:
+        admins, host_key = secrets.from_json(reuse[server.name], f"--secrets.{server.name}")
+    else:
+        admins, host_key = {}, secrets.fresh_host_key()
+    for name in server.admin_names:
+        if name not in admins:
+            admins[name] = secrets.fresh_admin_secrets(server.backup_codes)
+        elif len(admins[name].backup_codes) != server.backup_codes:
+            raise ConfigError(f"--secrets.{server.name}.admins.{name}.backupCodes", len(admins[name].backup_codes),
+                              f"count differs from backupCodes {server.backup_codes}")
+    return {n: admins[n] for n in server.admin_names}, host_key
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    reuse = load_json(args.secrets, "--secrets") if args.secrets else {}
+    if not isinstance(reuse, Mapping):
+        raise CliError(f"--secrets: {args.secrets} must hold an object keyed by server name")
+    out = Path(args.out)
+    everything = dict(reuse)
+    for server in select(config, args.server):
+        admin_secrets, host_key = server_secrets(server, reuse)
+        user_data = render.render_user_data(server, admin_secrets, host_key)
+        write_private(out / server.name / "user-data", user_data)
+        write_private(out / server.name / "host_ed25519.pub", host_key.public_openssh + "\n")
+        everything[server.name] = secrets.to_json(admin_secrets, host_key)
+        print(f"{out / server.name / 'user-data'}: {len(user_data.encode())} bytes, "
+              f"{len(server.admins)} admin(s), image {server.image}, ssh port {server.ssh_port}")
+    write_private(out / SECRETS_FILE, json.dumps(everything, indent=2) + "\n")
+    print(f"{out / SECRETS_FILE}: seeds, backup codes and host keys (mode 0600; keep it secret)")
+    return 0
