@@ -35,10 +35,12 @@ _SHELLS = frozenset({"/bin/bash", "/bin/sh", "/usr/bin/bash", "/usr/bin/zsh", "/
 # Names the images already use for system accounts or groups (cloud-init also creates a group named
 # after each user, so a group name here would collide too), plus the images' default login names.
 RESERVED_NAMES = frozenset(
-    """root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats nobody
+    """
+    root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats nobody
     nogroup _apt _chrony messagebus sshd syslog uuidd tcpdump tss landscape pollinate lxd polkitd
     systemd-network systemd-resolve systemd-timesync systemd-coredump usbmux dnsmasq chrony ntp
-    admin sudo adm wheel staff users operator debian ubuntu cloud-user""".split()
+    admin sudo adm wheel staff users operator debian ubuntu cloud-user
+    """.split()  # noqa: SIM905 - a word list reads best as words
 )
 
 # Key types an admin may use; the minimum bits apply where the type's strength depends on size.
@@ -167,15 +169,16 @@ class Server:
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{w}.{camel(flag)}", getattr(self, flag), "must be true or false")
         if not (self.ipv4 or self.ipv6):
-            raise ConfigError(f"{w}.ipv4", self.ipv4, "ipv4 and ipv6 cannot both be off: the server would be unreachable")
+            raise ConfigError(f"{w}.ipv4", self.ipv4, "ipv4 and ipv6 cannot both be off: the server is unreachable")
         for k, v in self.labels.items():
             if not isinstance(k, str) or not _LABEL_KEY.match(k):
-                raise ConfigError(f"{w}.labels", k, "label key must be [a-zA-Z0-9._-] (optional prefix/), <= 63 chars")
+                raise ConfigError(f"{w}.labels", k, "label key must be [a-zA-Z0-9._-], <= 63 chars, optional prefix/")
             if not isinstance(v, str) or not _LABEL_VALUE.match(v):
                 raise ConfigError(f"{w}.labels.{k}", v, "label value must be [a-zA-Z0-9._-], <= 63 chars")
         if not isinstance(self.issuer, str) or not 0 < len(self.issuer) <= 64 or ":" in self.issuer:
             raise ConfigError(f"{w}.issuer", self.issuer, "must be 1-64 characters without ':'")
-        if isinstance(self.backup_codes, bool) or not isinstance(self.backup_codes, int) or not 1 <= self.backup_codes <= MAX_BACKUP_CODES:
+        codes = self.backup_codes
+        if isinstance(codes, bool) or not isinstance(codes, int) or not 1 <= codes <= MAX_BACKUP_CODES:
             raise ConfigError(f"{w}.backupCodes", self.backup_codes, f"must be 1-{MAX_BACKUP_CODES}")
 
     def _check_cidrs(self) -> None:

@@ -128,7 +128,8 @@ def parse(user_data: str) -> dict[str, object]:
 def write_files(user_data: str) -> dict[str, dict[str, object]]:
     """path -> write_files entry, from rendered user-data."""
     entries = parse(user_data).get("write_files", [])
-    assert isinstance(entries, list)
+    if not isinstance(entries, list):
+        raise ValueError("write_files is not a list")
     return {str(e["path"]): e for e in entries}
 
 

@@ -72,7 +72,8 @@ def check_seed(seed: str, key: str) -> str:
     if not _BASE32.match(normal):
         raise ConfigError(key, seed, "must be base32 (A-Z, 2-7)", secret=True)
     if len(normal) * 5 < SEED_BYTES * 8:
-        raise ConfigError(key, seed, f"must carry at least {SEED_BYTES * 8} bits ({SEED_BYTES * 8 // 5} base32 chars)", secret=True)
+        bits = SEED_BYTES * 8
+        raise ConfigError(key, seed, f"must carry at least {bits} bits ({bits // 5} base32 characters)", secret=True)
     return normal
 
 
@@ -112,5 +113,6 @@ def from_json(data: Mapping[str, object], where: str) -> tuple[dict[str, AdminSe
         codes = tuple(str(c) for c in item["backupCodes"])
         if not all(c.isdigit() and CODE_LOW <= int(c) < CODE_LOW + CODE_SPAN for c in codes):
             raise ConfigError(f"{where}.admins.{name}.backupCodes", "...", "must be 8-digit codes 10000000-99999999", secret=True)
-        out[str(name)] = AdminSecrets(seed=check_seed(str(item.get("seed", "")), f"{where}.admins.{name}.seed"), backup_codes=codes)
+        seed = check_seed(str(item.get("seed", "")), f"{where}.admins.{name}.seed")
+        out[str(name)] = AdminSecrets(seed=seed, backup_codes=codes)
     return out, HostKey(private_openssh=str(host.get("private", "")), public_openssh=str(host.get("public", "")))

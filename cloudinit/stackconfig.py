@@ -42,7 +42,9 @@ def parse(values: Mapping[str, Any]) -> StackConfig:
     if not isinstance(servers_raw, list) or not servers_raw:
         raise ConfigError("servers", servers_raw, "needs a list with at least one server")
     common = {"issuer": values.get("issuer", "totp-vps"), "backup_codes": values.get("backupCodes", 5)}
-    servers = tuple(_server({**defaults, **_mapping(raw, f"servers[{i}]")}, i, admins, common) for i, raw in enumerate(servers_raw))
+    servers = tuple(
+        _server({**defaults, **_mapping(raw, f"servers[{i}]")}, i, admins, common) for i, raw in enumerate(servers_raw)
+    )
     names = [s.name for s in servers]
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -61,7 +63,8 @@ def _admins(raw: object) -> dict[str, Admin]:
         keys = item.get("sshKeys")
         if not isinstance(keys, list):
             raise ConfigError(f"{where}.sshKeys", keys, "needs a list of public key lines")
-        admin = Admin(where=where, **{_ADMIN_KEYS[k]: tuple(v) if k == "sshKeys" else v for k, v in item.items()})
+        kwargs: dict[str, Any] = {_ADMIN_KEYS[k]: tuple(v) if k == "sshKeys" else v for k, v in item.items()}
+        admin = Admin(where=where, **kwargs)
         if admin.name in out:
             raise ConfigError(f"{where}.name", admin.name, "is used by another admin")
         out[admin.name] = admin
@@ -115,7 +118,7 @@ def from_stack_file(document: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
         if key in SECRET_KEYS:
             secure[key] = value
         elif isinstance(value, Mapping) and set(value) == {"secure"}:
-            raise ConfigError(f"{NAMESPACE}:{key}", "[secret]", "is encrypted, but it is not a secret setting; set it without --secret")
+            raise ConfigError(f"{NAMESPACE}:{key}", "[secret]", "is encrypted but is no secret setting; set it without --secret")
         else:
             plain[key] = value
     return plain, secure

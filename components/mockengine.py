@@ -1,0 +1,246 @@
+"""Run the real Pulumi program offline under the SDK's mock engine, and record what it registers.
+
+``vpsctl check`` feeds the recording to the policy pack; the tests and benchmarks use it to ask "the
+firewall's rules" by type token. No Pulumi CLI, no provider plugins, no cloud account.
+
+Two things the stock MockMonitor gets wrong for us are fixed here: it ignores
+``additional_secret_outputs`` (so provider-secret outputs such as RandomBytes.base64 would look plain),
+and it drops ``register_outputs``. Provider outputs are deterministic functions of the resource name and
+inputs, so the same config always gives the same state, like a real stack whose state already exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import runpy
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from google.protobuf import struct_pb2
+from pulumi.runtime import mocks as _mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+PROJECT = "totp-vps"
+PROGRAM = Path(__file__).resolve().parent.parent / "__main__.py"
+SECRET = "[secret]"  # noqa: S105 - the placeholder shown instead of a secret
+
+
+@dataclass
+class Registration:
+    """One resource as the engine saw it: inputs carry secret markers exactly as sent."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]
+    options: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """For components: what register_outputs sent; for custom resources: the provider's state."""
+
+    @property
+    def plain_inputs(self) -> dict[str, Any]:
+        return unwrap(self.inputs)
+
+
+@dataclass
+class ProgramRun:
+    """Everything one offline run of the program produced."""
+
+    registrations: list[Registration]
+    stack_outputs: dict[str, Any]
+    """Stack outputs with secret markers (like the engine's state)."""
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_]
+
+    def one(self, type_: str, name: str) -> Registration:
+        found = [r for r in self.registrations if r.type == type_ and r.name == name]
+        if len(found) != 1:
+            raise LookupError(f"{len(found)} registrations of {type_} named {name}")
+        return found[0]
+
+
+def is_secret(value: Any) -> bool:
+    return rpc.is_rpc_secret(value)
+
+
+def unwrap(tree: Any) -> Any:
+    """The tree with secret markers removed (what ``--show-secrets`` shows)."""
+    if rpc.is_rpc_secret(tree):
+        return unwrap(rpc.unwrap_rpc_secret(tree))
+    if isinstance(tree, dict):
+        return {k: unwrap(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [unwrap(v) for v in tree]
+    return tree
+
+
+def redact(tree: Any) -> Any:
+    """The tree with every secret replaced by ``[secret]`` (what a plain ``stack output`` shows)."""
+    if rpc.is_rpc_secret(tree):
+        return SECRET
+    if isinstance(tree, dict):
+        return {k: redact(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redact(v) for v in tree]
+    return tree
+
+
+def plain_leaves(tree: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, value) for every leaf NOT under a secret marker."""
+    if rpc.is_rpc_secret(tree):
+        return
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from plain_leaves(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from plain_leaves(v, f"{path}[{i}]")
+    else:
+        yield path, tree
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+
+
+def _stream(seed: bytes, length: int) -> bytes:
+    out = b""
+    counter = 0
+    while len(out) < length:
+        out += hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
+        counter += 1
+    return out[:length]
+
+
+def _numeric_id(name: str) -> str:
+    return str(int.from_bytes(_digest(name)[:4], "big") % 90_000_000 + 10_000_000)
+
+
+class DeterministicMocks(pulumi.runtime.Mocks):
+    """Provider stand-ins whose outputs depend only on name and inputs (stable across runs)."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        plain = unwrap(inputs)
+        rid = _numeric_id(args.name)
+        if args.typ == "random:index/randomBytes:RandomBytes":
+            raw = _stream(_digest(args.name, plain.get("keepers")), int(plain["length"]))
+            inputs.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
+        elif args.typ == "tls:index/privateKey:PrivateKey":
+            key = ed25519.Ed25519PrivateKey.from_private_bytes(_digest(args.name)[:32])
+            inputs.update(
+                privateKeyOpenssh=key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+                ).decode(),
+                publicKeyOpenssh=key.public_key().public_bytes(
+                    serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+                ).decode()
+                + "\n",
+            )
+        elif args.typ == "hcloud:index/server:Server":
+            n = int(rid) % 250 + 1
+            inputs.update(ipv4Address=f"203.0.113.{n}", ipv6Address=f"2001:db8:{n:x}::1", status="running")
+        elif args.typ == "hcloud:index/sshKey:SshKey":
+            inputs.update(fingerprint=":".join(f"{b:02x}" for b in _digest(plain.get("publicKey"))[:16]))
+        return rid, inputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class RecordingMonitor(_mocks.MockMonitor):
+    """MockMonitor that records registrations and honours additional_secret_outputs."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+        self._by_urn: dict[str, Registration] = {}
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        for key in request.additionalSecretOutputs:
+            if key in response.object.fields:
+                _mark_secret(response.object.fields[key])
+        reg = Registration(
+            type=request.type,
+            name=request.name,
+            urn=response.urn,
+            parent=request.parent,
+            custom=bool(request.custom),
+            inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
+            options={
+                "protect": request.protect,
+                "ignoreChanges": list(request.ignoreChanges),
+                "additionalSecretOutputs": list(request.additionalSecretOutputs),
+                "replaceOnChanges": list(request.replaceOnChanges),
+                "deleteBeforeReplace": request.deleteBeforeReplace,
+            },
+            outputs=rpc.deserialize_properties(response.object, keep_unknowns=True) if request.custom else {},
+        )
+        self.registrations.append(reg)
+        self._by_urn[reg.urn] = reg
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        reg = self._by_urn.get(request.urn)
+        if reg is not None:
+            reg.outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+        return super().RegisterResourceOutputs(request)
+
+
+def _mark_secret(value: struct_pb2.Value) -> None:
+    inner = struct_pb2.Value()
+    inner.CopyFrom(value)
+    value.struct_value.Clear()
+    value.struct_value.fields[rpc._special_sig_key].string_value = rpc._special_secret_sig
+    value.struct_value.fields["value"].CopyFrom(inner)
+
+
+def run(
+    config: Mapping[str, Any],
+    secret_config: Mapping[str, Any] | None = None,
+    *,
+    program: Callable[[], None] | None = None,
+    stack: str = "offline",
+    preview: bool = False,
+) -> ProgramRun:
+    """Run ``program`` (default: the real ``__main__.py``) with ``totp-vps:`` config values.
+
+    ``config``/``secret_config``: keys without the namespace; secret ones are marked secret, as
+    ``pulumi config set --secret`` would. Process-global (the SDK's mock settings are): one run at a time.
+    """
+    monitor = RecordingMonitor(DeterministicMocks())
+    settings.ROOT.set(None)  # a fresh root stack per run, so exports never leak between runs
+    _mocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    values = {**config, **(secret_config or {})}
+    pulumi.runtime.set_all_config(
+        {f"{PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()},
+        [f"{PROJECT}:{k}" for k in (secret_config or {})],
+    )
+    def body() -> None:
+        if program is not None:
+            program()
+        else:
+            runpy.run_path(str(PROGRAM), run_name="__main__")
+
+    _sync_await(run_pulumi_func(body))
+    root = settings.get_root_resource()
+    exported = getattr(root, "outputs", {}) or {}
+    struct = _sync_await(rpc.serialize_properties(dict(exported), {}))
+    return ProgramRun(registrations=monitor.registrations, stack_outputs=rpc.deserialize_properties(struct, keep_unknowns=True))

@@ -1,0 +1,204 @@
+"""TotpServer: one hardened Hetzner server whose SSH needs a key AND a TOTP code.
+
+Children (all ``parent=self``, names derived from the instance name and never changed afterwards):
+per admin a seed and backup-code ``random.RandomBytes`` (stateful, so ``pulumi up`` never changes
+them), the pinned host key (``tls.PrivateKey``), the ``hcloud.Firewall`` and the ``hcloud.Server``
+(firewall attached at creation). The user-data comes from the pure renderer in ``cloudinit``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_hcloud as hcloud
+import pulumi_random as random
+import pulumi_tls as tls
+
+from cloudinit import enrollment, render
+from cloudinit.hardening import SEED_BYTES
+from cloudinit.model import ConfigError, Server
+from cloudinit.secrets import BYTES_PER_CODE, AdminSecrets, HostKey, backup_codes_from_bytes, check_seed, seed_from_bytes
+
+TYPE = "totp-vps:index:TotpServer"
+ANYWHERE = ("0.0.0.0/0", "::/0")
+# Egress preset: once any outbound rule exists Hetzner denies the rest, so list what a server needs.
+EGRESS_PRESET = (
+    ("udp", "53", "DNS"),
+    ("tcp", "53", "DNS over TCP"),
+    ("udp", "123", "NTP: TOTP needs a synced clock"),
+    ("tcp", "80", "HTTP: package mirrors"),
+    ("tcp", "443", "HTTPS"),
+    ("icmp", None, "ICMP: path MTU discovery, ping"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TotpServerArgs:
+    """Inputs of one TotpServer, validated at construction."""
+
+    server: Server
+    """The validated server description (cloudinit.model.Server)."""
+    ssh_key_names: Sequence[str]
+    """Hetzner names of the admins' uploaded keys (without any, Hetzner mails a root password)."""
+    seed_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Admin -> existing base32 seed to carry over an enrollment (plain here, made secret inside)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.server, Server):
+            raise ConfigError("server", type(self.server).__name__, "must be a cloudinit.model.Server")
+        if not self.ssh_key_names:
+            raise ConfigError(f"{self.server.where}.admins", [], "needs at least one hcloud SSH key")
+        for admin in self.seed_overrides:
+            if admin not in self.server.admin_names:
+                raise ConfigError(f"seedOverrides.{admin}", admin, f"is not an admin of {self.server.name}")
+        normalised = {a: check_seed(s, f"seedOverrides.{a}") for a, s in self.seed_overrides.items()}
+        object.__setattr__(self, "seed_overrides", normalised)  # frozen: normalise once, here
+        render.check_fits(self.server)
+
+
+def firewall_rules(server: Server) -> list[hcloud.FirewallRuleArgs]:
+    """Inbound: SSH from the allowed networks, optional ICMP; nothing else (no UDP 123: NTP is outbound)."""
+    rules = [
+        hcloud.FirewallRuleArgs(
+            direction="in",
+            protocol="tcp",
+            port=str(server.ssh_port),
+            source_ips=list(server.allowed_cidrs),
+            description="SSH (key + TOTP)",
+        )
+    ]
+    if server.allow_icmp:
+        rules.append(hcloud.FirewallRuleArgs(direction="in", protocol="icmp", source_ips=list(ANYWHERE), description="ICMP"))
+    if server.restrict_egress:
+        rules += [
+            hcloud.FirewallRuleArgs(direction="out", protocol=proto, port=port, destination_ips=list(ANYWHERE), description=why)
+            for proto, port, why in EGRESS_PRESET
+        ]
+    return rules
+
+
+def known_hosts_line(address: str, port: int, public_key: str) -> str:
+    host = address if port == 22 else f"[{address}]:{port}"
+    return f"{host} {public_key.strip()}"
+
+
+class TotpServer(pulumi.ComponentResource):
+    """A Hetzner server, its firewall, its pinned host key and its admins' TOTP secrets."""
+
+    ipv4: pulumi.Output[str]
+    ipv6: pulumi.Output[str]
+    known_hosts: pulumi.Output[str]
+    """``known_hosts`` lines (IPv4 and IPv6) for the pinned host key: no trust on first use."""
+    host_public_key: pulumi.Output[str]
+    ssh_commands: pulumi.Output[dict[str, str]]
+    enrollment: pulumi.Output[dict[str, dict[str, object]]]
+    """Secret. Admin -> otpauth URI, terminal QR, manual key, backup codes."""
+
+    def __init__(self, name: str, args: TotpServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(TYPE, name, None, opts)
+        spec = args.server
+        child = pulumi.ResourceOptions(parent=self)
+
+        secrets = {admin.name: self._admin_secrets(name, spec, admin.name, admin.rotation, args.seed_overrides, child)
+                   for admin in spec.admins}
+        host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
+        host_public = host_key.public_key_openssh.apply(str.strip)
+
+        firewall = hcloud.Firewall(
+            f"{name}-firewall", name=spec.name, rules=firewall_rules(spec), labels=dict(spec.labels), opts=child
+        )
+
+        names = list(secrets)
+        user_data: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(host_key.private_key_openssh, host_public, *secrets.values()).apply(
+                lambda v: render.render_user_data(
+                    spec, dict(zip(names, v[2:], strict=True)), HostKey(private_openssh=v[0], public_openssh=v[1])
+                )
+            )
+        )
+        server = hcloud.Server(
+            f"{name}-server",
+            name=spec.name,
+            image=spec.image,
+            server_type=spec.server_type,
+            location=spec.location,
+            ssh_keys=list(args.ssh_key_names),
+            firewall_ids=[firewall.id.apply(int)],
+            user_data=user_data,
+            labels=dict(spec.labels),
+            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=spec.ipv4, ipv6_enabled=spec.ipv6)],
+            delete_protection=spec.protection,
+            rebuild_protection=spec.protection,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=spec.protection,
+                # cloud-init runs once, at first boot, and Hetzner REPLACES a server whose user-data or
+                # key list changes: a template upgrade must never destroy a running server.
+                ignore_changes=None if spec.rebuild else ["user_data", "ssh_keys"],
+                additional_secret_outputs=["userData"],
+            ),
+        )
+
+        self.ipv4 = server.ipv4_address
+        self.ipv6 = server.ipv6_address
+        self.host_public_key = host_public
+        addresses = [a for a, on in ((server.ipv4_address, spec.ipv4), (server.ipv6_address, spec.ipv6)) if on]
+        self.known_hosts = pulumi.Output.all(host_public, *addresses).apply(
+            lambda v: "\n".join(known_hosts_line(a, spec.ssh_port, v[0]) for a in v[1:])
+        )
+        target = server.ipv4_address if spec.ipv4 else server.ipv6_address
+        self.ssh_commands = target.apply(
+            lambda ip: {a: f"ssh -p {spec.ssh_port} {a}@{ip}" for a in spec.admin_names}
+        )
+        self.enrollment = pulumi.Output.secret(
+            pulumi.Output.all(*secrets.values()).apply(
+                lambda v: {admin: _enrollment(spec, admin, s) for admin, s in zip(names, v, strict=True)}
+            )
+        )
+        self.register_outputs(
+            {
+                "ipv4": self.ipv4,
+                "ipv6": self.ipv6,
+                "knownHosts": self.known_hosts,
+                "hostPublicKey": self.host_public_key,
+                "sshCommands": self.ssh_commands,
+                "enrollment": self.enrollment,
+            }
+        )
+
+    def _admin_secrets(
+        self, name: str, spec: Server, admin: str, rotation: int, overrides: Mapping[str, str], child: pulumi.ResourceOptions
+    ) -> pulumi.Output[AdminSecrets]:
+        """Stateful randomness -> the admin's seed and codes; ``rotation`` in the keepers replaces both."""
+        keepers = {"rotation": str(rotation)}
+        if admin in overrides:
+            seed: pulumi.Output[str] = pulumi.Output.secret(overrides[admin])
+        else:
+            seed_bytes = random.RandomBytes(f"{name}-{admin}-totp-seed", length=SEED_BYTES, keepers=keepers, opts=child)
+            seed = seed_bytes.base64.apply(lambda b: seed_from_bytes(base64.b64decode(b)))
+        codes = random.RandomBytes(
+            f"{name}-{admin}-backup-codes",
+            length=spec.backup_codes * BYTES_PER_CODE,
+            keepers={**keepers, "count": str(spec.backup_codes)},
+            opts=child,
+        )
+        return pulumi.Output.secret(
+            pulumi.Output.all(seed, codes.base64).apply(
+                lambda v: AdminSecrets(seed=v[0], backup_codes=backup_codes_from_bytes(base64.b64decode(v[1]), spec.backup_codes))
+            )
+        )
+
+
+def _enrollment(spec: Server, admin: str, s: AdminSecrets) -> dict[str, object]:
+    uri = enrollment.otpauth_uri(s.seed, spec.issuer, admin, spec.name)
+    return {
+        "account": enrollment.account(admin, spec.name),
+        "otpauthUri": uri,
+        "manualKey": enrollment.manual_key(s.seed),
+        "qr": enrollment.terminal_qr(uri),
+        "backupCodes": list(s.backup_codes),
+        "totpFile": render.totp_file(s),
+    }
