@@ -165,8 +165,10 @@ class Server:
         if len(set(blobs)) != len(blobs):
             raise ConfigError(f"{w}.admins", names, "two admins share an SSH key")
         self._check_cidrs()
-        flags = ("allow_ssh_from_anywhere", "allow_icmp", "restrict_egress", "allow_forwarding", "ipv4", "ipv6", "protection", "rebuild")
-        for flag in flags:
+        for flag in ("allow_ssh_from_anywhere", "allow_icmp", "restrict_egress", "allow_forwarding"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{w}.{camel(flag)}", getattr(self, flag), "must be true or false")
+        for flag in ("ipv4", "ipv6", "protection", "rebuild"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{w}.{camel(flag)}", getattr(self, flag), "must be true or false")
         if not (self.ipv4 or self.ipv6):
