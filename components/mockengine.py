@@ -12,6 +12,7 @@ inputs, so the same config always gives the same state, like a real stack whose 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import runpy
@@ -51,6 +52,14 @@ class Registration:
     @property
     def plain_inputs(self) -> dict[str, Any]:
         return unwrap(self.inputs)
+
+
+class ProgramFailed(Exception):
+    """The program raised; ``registrations`` is what it had registered by then."""
+
+    def __init__(self, message: str, registrations: list[Registration]) -> None:
+        super().__init__(message)
+        self.registrations = registrations
 
 
 @dataclass
@@ -128,6 +137,16 @@ def _numeric_id(name: str) -> str:
     return str(int.from_bytes(_digest(name)[:4], "big") % 90_000_000 + 10_000_000)
 
 
+@functools.cache
+def _host_key_state(name: str) -> dict[str, str]:
+    """Serialised once per name: the OpenSSH format embeds a random check number, and a real stack
+    keeps the key text from its first creation in state."""
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(_digest(name)[:32])
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return {"privateKeyOpenssh": private.decode(), "publicKeyOpenssh": public.decode() + "\n"}
+
+
 class DeterministicMocks(pulumi.runtime.Mocks):
     """Provider stand-ins whose outputs depend only on name and inputs (stable across runs)."""
 
@@ -139,16 +158,7 @@ class DeterministicMocks(pulumi.runtime.Mocks):
             raw = _stream(_digest(args.name, plain.get("keepers")), int(plain["length"]))
             inputs.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
         elif args.typ == "tls:index/privateKey:PrivateKey":
-            key = ed25519.Ed25519PrivateKey.from_private_bytes(_digest(args.name)[:32])
-            inputs.update(
-                privateKeyOpenssh=key.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-                ).decode(),
-                publicKeyOpenssh=key.public_key().public_bytes(
-                    serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-                ).decode()
-                + "\n",
-            )
+            inputs.update(_host_key_state(args.name))
         elif args.typ == "hcloud:index/server:Server":
             n = int(rid) % 250 + 1
             inputs.update(ipv4Address=f"203.0.113.{n}", ipv6Address=f"2001:db8:{n:x}::1", status="running")
@@ -239,7 +249,10 @@ def run(
         else:
             runpy.run_path(str(PROGRAM), run_name="__main__")
 
-    _sync_await(run_pulumi_func(body))
+    try:
+        _sync_await(run_pulumi_func(body))
+    except Exception as exc:  # the program's own error, e.g. pulumi.RunError for a bad setting
+        raise ProgramFailed(str(exc), monitor.registrations) from exc
     root = settings.get_root_resource()
     exported = getattr(root, "outputs", {}) or {}
     struct = _sync_await(rpc.serialize_properties(dict(exported), {}))

@@ -41,3 +41,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which must run every real test: {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def pulumi_mocks():  # type: ignore[no-untyped-def]
+    """Every test runs with the recording mock engine installed.
+
+    Forgetting set_mocks raises nothing (the SDK fakes responses and tests pass without testing), so it
+    is never left to a test to remember. ``components.mockengine.run`` installs a fresh one per run.
+    """
+    from pulumi.runtime import mocks, settings
+
+    from components.mockengine import PROJECT, DeterministicMocks, RecordingMonitor
+
+    monitor = RecordingMonitor(DeterministicMocks())
+    settings.ROOT.set(None)
+    mocks.set_mocks(monitor.mocks, project=PROJECT, stack="test", preview=False, monitor=monitor)
+    yield monitor

@@ -1,0 +1,182 @@
+"""The whole ``__main__.py`` under the mock engine: a realistic fleet, exports, and bad configs."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from configs import ed25519_key, example, fleet, secrets_from_state
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+
+from components import mockengine
+
+SERVER = "hcloud:index/server:Server"
+
+
+def test_two_servers_three_admins_register_everything() -> None:
+    run = mockengine.run(fleet(2, 3))
+    counts: dict[str, int] = {}
+    for r in run.registrations:
+        counts[r.type] = counts.get(r.type, 0) + 1
+    assert counts == {
+        "totp-vps:index:AdminKeys": 1,
+        "hcloud:index/sshKey:SshKey": 3,
+        "totp-vps:index:TotpServer": 2,
+        "random:index/randomBytes:RandomBytes": 2 * 3 * 2,
+        "tls:index/privateKey:PrivateKey": 2,
+        "hcloud:index/firewall:Firewall": 2,
+        "hcloud:index/server:Server": 2,
+    }
+    keys = {r.plain_inputs["name"] for r in run.of_type("hcloud:index/sshKey:SshKey")}
+    for server in run.of_type(SERVER):
+        assert set(server.plain_inputs["sshKeys"]) == keys, "servers name the uploaded keys"
+
+
+def test_exports_per_server_and_admin_with_enrollment_secret() -> None:
+    run = mockengine.run(example())
+    outputs = run.stack_outputs
+    assert set(outputs) == {"servers", "enrollment"}
+    assert mockengine.is_secret(outputs["enrollment"])
+    assert not list(mockengine.plain_leaves(outputs["enrollment"]))
+    servers = outputs["servers"]
+    assert set(servers) == {"web-1", "db-1"}
+    assert all(not mockengine.is_secret(v) for s in servers.values() for v in s.values())
+    assert servers["db-1"]["knownHosts"].startswith("[203.0.113.")
+    enrollment = mockengine.unwrap(outputs["enrollment"])
+    assert set(enrollment["web-1"]) == {"alice", "bob"} and set(enrollment["db-1"]) == {"alice"}
+    assert enrollment["web-1"]["alice"]["otpauthUri"] != enrollment["db-1"]["alice"]["otpauthUri"], "a seed per server"
+
+
+def test_seed_override_from_secret_config() -> None:
+    seed = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    run = mockengine.run(example(), {"seedOverrides": {"bob": seed}})
+    enrollment = mockengine.unwrap(run.stack_outputs["enrollment"])
+    assert f"secret={seed}&" in enrollment["web-1"]["bob"]["otpauthUri"]
+    for r in run.registrations:
+        assert seed not in str([v for _, v in mockengine.plain_leaves(r.inputs)])
+
+
+def test_program_and_vpsctl_read_the_stack_config_alike() -> None:
+    """Same file, same state in: the program's user-data is what vpsctl's renderer makes."""
+    from cloudinit import render, stackconfig
+
+    parsed = stackconfig.parse(example())
+    run = mockengine.run(example())
+    assert sorted(s.name for s in parsed.servers) == sorted(r.plain_inputs["name"] for r in run.of_type(SERVER))
+    for server in parsed.servers:
+        admins, host_key = secrets_from_state(run, server)
+        sent = mockengine.unwrap(run.one(SERVER, f"{server.name}-server").inputs["userData"])
+        assert sent == render.render_user_data(server, admins, host_key)
+
+
+def _rsa_key(bits: int) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def _dsa_key() -> str:
+    key = dsa.generate_private_key(key_size=1024)  # noqa: S505 - a weak key, to see it refused
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def _set(path: str, value: Any) -> Any:
+    """A config edit: ``servers[0].sshPort`` = value (``-`` deletes)."""
+
+    def edit(config: dict[str, Any]) -> None:
+        node: Any = config
+        parts = path.replace("]", "").replace("[", ".").split(".")
+        for part in parts[:-1]:
+            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+        last = parts[-1]
+        if value == "-":
+            del node[last]
+        elif last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return edit
+
+
+def _crowd(config: dict[str, Any]) -> None:
+    config["admins"] = [{"name": f"u{i}", "sshKeys": [ed25519_key(f"u{i}-{k}")[1] for k in range(4)]} for i in range(40)]
+    del config["servers"][1]["admins"]
+
+
+ALICE_KEY = example()["admins"][0]["sshKeys"][0]
+BAD_CONFIGS = [
+    # (id, edit, key named in the error, bad value shown)
+    ("cidr-garbage", _set("defaults.allowedCidrs", ["198.51.100.300/24"]), "servers[0].allowedCidrs[0]", "198.51.100.300/24"),
+    ("cidr-host-bits", _set("defaults.allowedCidrs", ["198.51.100.7/24"]), "servers[0].allowedCidrs[0]", "198.51.100.7/24"),
+    ("world-v4", _set("defaults.allowedCidrs", ["0.0.0.0/0"]), "servers[0].allowedCidrs[0]", "0.0.0.0/0"),
+    ("world-v6", _set("defaults.allowedCidrs", ["::/0"]), "servers[0].allowedCidrs[0]", "::/0"),
+    ("no-cidrs", _set("defaults.allowedCidrs", []), "servers[0].allowedCidrs", "[]"),
+    ("weak-rsa", _set("admins.0.sshKeys", [_rsa_key(2048)]), "admins[0].sshKeys[0]", "2048 bits"),
+    ("dsa-key", _set("admins.0.sshKeys", [_dsa_key()]), "admins[0].sshKeys[0]", "ssh-dss"),
+    ("key-not-base64", _set("admins.0.sshKeys", ["ssh-ed25519 not*base64 x"]), "admins[0].sshKeys[0]", "not*base64"),
+    ("key-type-mismatch", _set("admins.0.sshKeys", ["ssh-rsa " + ALICE_KEY.split()[1]]), "admins[0].sshKeys[0]", "ssh-rsa"),
+    ("no-keys", _set("admins.0.sshKeys", []), "admins[0].sshKeys", "[]"),
+    ("reserved-name", _set("admins.0.name", "root"), "admins[0].name", "'root'"),
+    ("invalid-name", _set("admins.0.name", "Alice Smith"), "admins[0].name", "'Alice Smith'"),
+    ("duplicate-admin", _set("admins.1.name", "alice"), "admins[1].name", "'alice'"),
+    ("shared-key", _set("admins.1.sshKeys", [ALICE_KEY]), "servers[0].admins", "alice"),
+    ("duplicate-server", _set("servers.1.name", "web-1"), "servers[1].name", "'web-1'"),
+    ("bad-hostname", _set("servers.0.name", "Web_1"), "servers[0].name", "'Web_1'"),
+    ("port-zero", _set("servers.0.sshPort", 0), "servers[0].sshPort", "0"),
+    ("port-too-big", _set("servers.0.sshPort", 70000), "servers[0].sshPort", "70000"),
+    ("port-string", _set("servers.0.sshPort", "ssh"), "servers[0].sshPort", "'ssh'"),
+    ("unknown-image", _set("servers.0.image", "centos-7"), "servers[0].image", "'centos-7'"),
+    ("unknown-location", _set("servers.0.location", "mars1"), "servers[0].location", "'mars1'"),
+    ("bad-server-type", _set("servers.0.serverType", "huge"), "servers[0].serverType", "'huge'"),
+    ("empty-admins", _set("admins", []), "admins", "[]"),
+    ("empty-servers", _set("servers", []), "servers", "[]"),
+    ("server-admins-empty", _set("servers.0.admins", []), "servers[0].admins", "[]"),
+    ("unknown-admin-ref", _set("servers.1.admins", ["mallory"]), "servers[1].admins[0]", "'mallory'"),
+    ("unknown-setting", _set("sever", [{"name": "x"}]), "totp-vps:sever", "'x'"),
+    ("unknown-server-key", _set("servers.0.sshport", 22), "servers[0].sshport", "22"),
+    ("backup-codes-zero", _set("backupCodes", 0), "servers[0].backupCodes", "0"),
+    ("issuer-colon", _set("issuer", "acme:prod"), "servers[0].issuer", "'acme:prod'"),
+    ("bad-label", _set("servers.0.labels", {"bad key!": "x"}), "servers[0].labels", "'bad key!'"),
+    ("no-ip-at-all", lambda c: c["servers"][0].update(ipv4=False, ipv6=False), "servers[0].ipv4", "False"),
+    ("flag-not-bool", _set("servers.0.restrictEgress", "yes"), "servers[0].restrictEgress", "'yes'"),
+    ("too-big-for-32k", _crowd, "servers[0].admins", "40 admins"),
+]
+
+
+@pytest.mark.parametrize(("edit", "key", "shown"), [b[1:] for b in BAD_CONFIGS], ids=[b[0] for b in BAD_CONFIGS])
+def test_bad_config_fails_with_one_line_naming_the_key_before_any_registration(edit: Any, key: str, shown: str) -> None:
+    config = copy.deepcopy(example())
+    edit(config)
+    with pytest.raises(mockengine.ProgramFailed) as err:
+        mockengine.run(config)
+    message = str(err.value)
+    assert message.startswith(f"totp-vps config: {key}: "), message
+    assert shown in message
+    assert "\n" not in message and "Traceback" not in message
+    assert err.value.registrations == [], "nothing may be registered before the config is known good"
+
+
+@pytest.mark.parametrize(
+    ("secret", "key"),
+    [({"seedOverrides": {"alice": "SHORT"}}, "seedOverrides.alice"), ({"seedOverrides": {"eve": "A" * 32}}, "seedOverrides.eve")],
+)
+def test_bad_seed_override_is_reported_without_the_seed(secret: dict[str, Any], key: str) -> None:
+    with pytest.raises(mockengine.ProgramFailed) as err:
+        mockengine.run(example(), secret)
+    assert key in str(err.value) and "SHORT" not in str(err.value)
+    assert err.value.registrations == []
+
+
+def test_seed_override_must_be_stored_encrypted() -> None:
+    config = {**example(), "seedOverrides": {"alice": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"}}
+    with pytest.raises(mockengine.ProgramFailed) as err:
+        mockengine.run(config)
+    assert "totp-vps:seedOverrides" in str(err.value) and "--secret" in str(err.value)
+    assert "JBSWY3DP" not in str(err.value)
+    assert err.value.registrations == []
+
+
+def test_there_are_at_least_twenty_bad_configs() -> None:
+    assert len(BAD_CONFIGS) >= 20
