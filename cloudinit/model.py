@@ -30,6 +30,7 @@ _SERVER_TYPE = re.compile(r"^(cx|cpx|cax|ccx)[0-9]{2}$")
 _LABEL_PART = r"[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,61}[a-zA-Z0-9])?"
 _LABEL_KEY = re.compile(rf"^({_LABEL_PART}(\.{_LABEL_PART})*/)?{_LABEL_PART}$")
 _LABEL_VALUE = re.compile(rf"^({_LABEL_PART})?$")
+_FLAGS = ("allow_ssh_from_anywhere", "allow_icmp", "restrict_egress", "allow_forwarding", "ipv4", "ipv6", "protection", "rebuild")
 _SHELLS = frozenset({"/bin/bash", "/bin/sh", "/usr/bin/bash", "/usr/bin/zsh", "/bin/zsh", "/usr/bin/fish"})
 
 # Names the images already use for system accounts or groups (cloud-init also creates a group named
@@ -165,10 +166,7 @@ class Server:
         if len(set(blobs)) != len(blobs):
             raise ConfigError(f"{w}.admins", names, "two admins share an SSH key")
         self._check_cidrs()
-        for flag in ("allow_ssh_from_anywhere", "allow_icmp", "restrict_egress", "allow_forwarding"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"{w}.{camel(flag)}", getattr(self, flag), "must be true or false")
-        for flag in ("ipv4", "ipv6", "protection", "rebuild"):
+        for flag in _FLAGS:
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{w}.{camel(flag)}", getattr(self, flag), "must be true or false")
         if not (self.ipv4 or self.ipv6):
