@@ -23,6 +23,7 @@ from cloudinit.model import ConfigError, Server
 from cloudinit.secrets import BYTES_PER_CODE, AdminSecrets, HostKey, backup_codes_from_bytes, check_seed, seed_from_bytes
 
 TYPE = "totp-vps:index:TotpServer"
+WAIVER_PREFIX = "totp-vps.waive/"  # policy/policies.py reads these labels
 ANYWHERE = ("0.0.0.0/0", "::/0")
 # Egress preset: once any outbound rule exists Hetzner denies the rest, so list what a server needs.
 EGRESS_PRESET = (
@@ -80,6 +81,17 @@ def firewall_rules(server: Server) -> list[hcloud.FirewallRuleArgs]:
     return rules
 
 
+def waiver_labels(spec: Server, resource: str) -> dict[str, str]:
+    """The server's labels plus the policy waivers its config opts into, so the policy pack (which
+    sees resources, not config) reports those as waived advisories instead of violations."""
+    labels = dict(spec.labels)
+    if resource == "firewall" and spec.allow_ssh_from_anywhere:
+        labels[f"{WAIVER_PREFIX}fw-01"] = "allowSshFromAnywhere"
+    if resource == "server" and spec.rebuild:
+        labels[f"{WAIVER_PREFIX}srv-03"] = "rebuild"
+    return labels
+
+
 def known_hosts_line(address: str, port: int, public_key: str) -> str:
     host = address if port == 22 else f"[{address}]:{port}"
     return f"{host} {public_key.strip()}"
@@ -108,7 +120,7 @@ class TotpServer(pulumi.ComponentResource):
         host_public = host_key.public_key_openssh.apply(str.strip)
 
         firewall = hcloud.Firewall(
-            f"{name}-firewall", name=spec.name, rules=firewall_rules(spec), labels=dict(spec.labels), opts=child
+            f"{name}-firewall", name=spec.name, rules=firewall_rules(spec), labels=waiver_labels(spec, "firewall"), opts=child
         )
 
         names = list(secrets)
@@ -128,7 +140,7 @@ class TotpServer(pulumi.ComponentResource):
             ssh_keys=list(args.ssh_key_names),
             firewall_ids=[firewall.id.apply(int)],
             user_data=user_data,
-            labels=dict(spec.labels),
+            labels=waiver_labels(spec, "server"),
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=spec.ipv4, ipv6_enabled=spec.ipv6)],
             delete_protection=spec.protection,
             rebuild_protection=spec.protection,

@@ -1,0 +1,481 @@
+"""The policy pack, through the engine's analyzer code path.
+
+Every case runs the real program under the mock engine (or mutates such a run's recorded registrations
+where the renderer would refuse to produce the bad state), builds real AnalyzeRequest /
+AnalyzeStackRequest protobufs and calls the SDK's analyzer servicer, the object ``PolicyPack`` serves
+to ``pulumi preview --policy-pack``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pulumi.runtime import rpc
+
+from cloudinit import stackconfig
+from components import mockengine, totp_server
+from components.mockengine import ProgramRun, Registration
+from policy import offline, policies
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "Pulumi.example.yaml"
+FIREWALL = policies.FIREWALL
+SERVER = policies.SERVER
+ALL_IDS = [p.name for p in policies.build_policies() if p.name != policies.WAIVED]
+SEED = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # a well-known sample base32 seed, 32 characters
+
+
+def example_values() -> tuple[dict[str, Any], dict[str, Any]]:
+    return stackconfig.from_stack_file(yaml.safe_load(EXAMPLE.read_text()))
+
+
+@pytest.fixture(scope="module")
+def example_run() -> ProgramRun:
+    plain, secret = example_values()
+    return mockengine.run(plain, secret)
+
+
+def mandatory(findings: list[offline.Finding]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for f in findings:
+        if f.level == "mandatory":
+            out.setdefault(f.policy, []).append(f.message)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mutations of a recorded run (inputs and the mock state of a custom resource move together).
+
+
+def mutate(run: ProgramRun, type_: str, name: str, change: Callable[[Registration], None]) -> ProgramRun:
+    bad = copy.deepcopy(run)
+    change(bad.one(type_, name))
+    return bad
+
+
+def _both(reg: Registration, key: str, value: Any) -> None:
+    reg.inputs[key] = value
+    if reg.custom:
+        reg.outputs[key] = copy.deepcopy(value)
+
+
+def add_rule(rule: dict[str, Any]) -> Callable[[Registration], None]:
+    def change(reg: Registration) -> None:
+        _both(reg, "rules", [*reg.inputs["rules"], rule])
+
+    return change
+
+
+def user_data(edit: Callable[[str], str]) -> Callable[[Registration], None]:
+    def change(reg: Registration) -> None:
+        text = mockengine.unwrap(reg.inputs["userData"])
+        changed = edit(text)
+        assert changed != text, "the mutation did not apply"
+        _both(reg, "userData", rpc.wrap_rpc_secret(changed))
+
+    return change
+
+
+def replace(old: str, new: str) -> Callable[[str], str]:
+    return lambda text: text.replace(old, new)
+
+
+def option(key: str, value: Any) -> Callable[[Registration], None]:
+    def change(reg: Registration) -> None:
+        reg.options[key] = value
+
+    return change
+
+
+def prop(key: str, value: Any) -> Callable[[Registration], None]:
+    return lambda reg: _both(reg, key, value)
+
+
+def stack_output(key: str, value: Any) -> Callable[[ProgramRun], None]:
+    def change(run: ProgramRun) -> None:
+        run.stack_outputs[key] = value
+
+    return change
+
+
+WEB_FW = (FIREWALL, "web-1-firewall")
+DB_FW = (FIREWALL, "db-1-firewall")
+WEB = (SERVER, "web-1-server")
+OFFICE = "198.51.100.0/24"
+GA = "pam_google_authenticator.so"
+GA_LINE = f"auth       required     {GA}"
+NOLOGIN = "account    required     pam_nologin.so"
+KBD = "      KbdInteractiveAuthentication yes"
+METHODS = "AuthenticationMethods publickey,keyboard-interactive"
+PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----"
+
+
+def inbound(protocol: str, port: str, *sources: str) -> Callable[[Registration], None]:
+    return add_rule({"direction": "in", "protocol": protocol, "port": port, "sourceIps": list(sources or [OFFICE])})
+
+
+def ud(old: str, new: str) -> Callable[[Registration], None]:
+    """Edit the rendered user-data (the renderer itself refuses to produce these)."""
+    return user_data(replace(old, new))
+
+
+def drop_port(port: str) -> Callable[[Registration], None]:
+    return lambda reg: _both(reg, "rules", [r for r in reg.inputs["rules"] if r.get("port") != port])
+
+
+def describe(text: str) -> Callable[[Registration], None]:
+    return lambda reg: _both(reg, "rules", [{**reg.inputs["rules"][0], "description": text}])
+
+
+# policy id -> (label, resource, mutation): the deliberately bad variants, each named for the policy
+# that must catch it (resource None: the mutation takes the whole run).
+BAD: dict[str, list[tuple[str, tuple[str, str] | None, Callable[..., None]]]] = {
+    "fw-01": [
+        ("world-open SSH (IPv4)", WEB_FW, inbound("tcp", "22", "0.0.0.0/0")),
+        ("world-open SSH (IPv6)", WEB_FW, inbound("tcp", "22", "::/0")),
+    ],
+    "fw-02": [("inbound UDP 123", WEB_FW, inbound("udp", "123"))],
+    "fw-03": [
+        ("inbound HTTP", WEB_FW, inbound("tcp", "80")),
+        ("inbound UDP", WEB_FW, inbound("udp", "51820")),
+        ("inbound port range", WEB_FW, inbound("tcp", "22-25")),
+    ],
+    "fw-04": [
+        ("egress without DNS", DB_FW, drop_port("53")),
+        ("egress without NTP", DB_FW, drop_port("123")),
+        ("egress only HTTPS", WEB_FW, add_rule({"direction": "out", "protocol": "tcp", "port": "443"})),
+    ],
+    "srv-01": [("missing firewall", WEB, prop("firewallIds", []))],
+    "srv-02": [
+        ("user-data not secret", WEB, option("additionalSecretOutputs", [])),
+        ("user-data missing", WEB, prop("userData", "")),
+    ],
+    "srv-03": [("user-data changes replace the server", WEB, option("ignoreChanges", ["sshKeys"]))],
+    "srv-04": [("unsupported image", WEB, prop("image", "centos-7"))],
+    "sshd-01": [
+        ("key alone is enough", WEB, ud(METHODS, "AuthenticationMethods publickey")),
+        ("either factor", WEB, ud(METHODS, "AuthenticationMethods publickey keyboard-interactive")),
+    ],
+    "sshd-02": [("password auth on", WEB, ud("PasswordAuthentication no", "PasswordAuthentication yes"))],
+    "sshd-03": [("root login", WEB, ud("      PermitRootLogin no\n      # Only", "      PermitRootLogin yes\n      # Only"))],
+    "sshd-04": [
+        ("UsePAM no", WEB, ud("UsePAM yes", "UsePAM no")),
+        ("ChallengeResponseAuthentication no read first", WEB, ud(KBD, f"      ChallengeResponseAuthentication no\n{KBD}")),
+    ],
+    "sshd-05": [("drop-in sorts last", WEB, ud("sshd_config.d/00-totp-vps.conf", "sshd_config.d/99-totp-vps.conf"))],
+    "sshd-06": [
+        ("weak cipher", WEB, ud("Ciphers chacha20-poly1305@openssh.com", "Ciphers 3des-cbc,chacha20-poly1305@openssh.com")),
+        ("SHA-1 MAC appended to the default", WEB, ud("MACs hmac-sha2-512-etm@openssh.com", "MACs +hmac-sha1")),
+        ("KEX unknown to the image's sshd", WEB, ud("KexAlgorithms sntrup761", "KexAlgorithms mlkem768x25519-sha256,sntrup761")),
+    ],
+    "sshd-07": [("X11 forwarding", WEB, ud("X11Forwarding no", "X11Forwarding yes"))],
+    "pam-01": [
+        ("TOTP optional", WEB, ud(GA_LINE, f"auth optional {GA}")),
+        ("pam_permit sufficient", WEB, ud(GA_LINE, f"auth sufficient pam_permit.so\n      {GA_LINE}")),
+    ],
+    "pam-02": [("nullok", WEB, ud(f"{GA}\n", f"{GA} nullok\n"))],
+    "pam-03": [
+        ("common-auth kept", WEB, ud(NOLOGIN, f"@include common-auth\n      {NOLOGIN}")),
+        ("pam_unix in auth", WEB, ud(NOLOGIN, f"auth required pam_unix.so\n      {NOLOGIN}")),
+    ],
+    "sec-01": [
+        ("seed leaked to a plain output", None, stack_output("seed", SEED)),
+        ("backup codes in a plain output", None, stack_output("codes", ["12345678", "23456789"])),
+        ("otpauth URI in a plain output", None, stack_output("uri", f"otpauth://totp/x?secret={SEED}")),
+        ("private key in a plain output", None, stack_output("key", PRIVATE_KEY)),
+    ],
+    "sec-02": [
+        ("seed in a label", WEB_FW, prop("labels", {"note": SEED})),
+        ("otpauth URI in a rule description", WEB_FW, describe(f"otpauth://totp/x?secret={SEED}")),
+        ("user-data not declared secret", WEB, option("additionalSecretOutputs", [])),
+    ],
+}
+
+
+def variants() -> list[Any]:
+    return [pytest.param(pid, where, change, id=f"{pid}: {label}")
+            for pid, cases in BAD.items() for label, where, change in cases]
+
+
+def test_every_policy_has_a_violating_variant() -> None:
+    assert sorted(BAD) == sorted(ALL_IDS)
+    assert sum(map(len, BAD.values())) >= 10
+
+
+def test_ids_are_stable_and_titled() -> None:
+    for p in policies.build_policies():
+        assert p.name == policies.WAIVED or p.name.split("-")[0] in {"fw", "srv", "sshd", "pam", "sec"}
+        assert p.description and "\n" not in p.description
+        assert p.remediation_steps
+
+
+@pytest.mark.parametrize("policy_id", ALL_IDS)
+def test_example_stack_passes(example_run: ProgramRun, policy_id: str) -> None:
+    findings = offline.check(example_run)
+    assert [f for f in findings if f.policy == policy_id] == []
+
+
+def test_example_stack_has_zero_findings(example_run: ProgramRun) -> None:
+    assert offline.check(example_run) == []
+
+
+@pytest.mark.parametrize(("policy_id", "where", "change"), variants())
+def test_bad_variant_is_caught_by_its_policy(example_run: ProgramRun, policy_id: str, where: Any, change: Any) -> None:
+    if where is None:
+        bad = copy.deepcopy(example_run)
+        change(bad)
+    else:
+        bad = mutate(example_run, *where, change)
+    findings = offline.check(bad)
+    caught = mandatory(findings)
+    assert policy_id in caught, findings
+    for message in caught[policy_id]:
+        assert "Remedy: " in message
+        assert SEED not in message and "12345678" not in message and "BEGIN" not in message  # names paths, not values
+
+
+# ---------------------------------------------------------------------------------------------------
+# Preview: unknown values give an advisory "cannot check at preview", never a pass, never a crash.
+
+UNKNOWN_CASES = {
+    "fw-01": (WEB_FW, "rules"),
+    "fw-02": (WEB_FW, "rules"),
+    "fw-03": (WEB_FW, "rules"),
+    "fw-04": (DB_FW, "rules"),
+    "srv-01": (WEB, "firewallIds"),
+    "srv-02": (WEB, "userData"),
+    "srv-04": (WEB, "image"),
+    **{pid: (WEB, "userData") for pid in ALL_IDS if pid.startswith(("sshd-", "pam-"))},
+    "sec-02": (WEB, "ipv4Address"),
+}
+
+
+@pytest.mark.parametrize("policy_id", sorted(UNKNOWN_CASES))
+def test_unknown_at_preview_is_advisory_not_pass(example_run: ProgramRun, policy_id: str) -> None:
+    where, key = UNKNOWN_CASES[policy_id]
+    bad = mutate(example_run, *where, prop(key, rpc.UNKNOWN))
+    findings = [f for f in offline.check(bad) if f.policy == policy_id]
+    assert findings, f"{policy_id} reported nothing for an unknown {key}"
+    assert all(f.level == "advisory" and "during preview" in f.message for f in findings), findings
+
+
+def test_unknown_stack_output_is_advisory_for_sec_01(example_run: ProgramRun) -> None:
+    bad = copy.deepcopy(example_run)
+    bad.stack_outputs["servers"]["web-1"]["ipv4"] = rpc.UNKNOWN
+    findings = [f for f in offline.check(bad) if f.policy == "sec-01"]
+    assert [f.level for f in findings] == ["advisory"] and "during preview" in findings[0].message
+
+
+def test_srv_03_reads_options_which_are_known_at_preview(example_run: ProgramRun) -> None:
+    bad = mutate(example_run, *WEB, prop("userData", rpc.UNKNOWN))
+    assert "srv-03" not in {f.policy for f in offline.check(bad)}
+    bad = mutate(bad, *WEB, option("ignoreChanges", []))
+    assert "srv-03" in mandatory(offline.check(bad))
+
+
+def test_unknown_does_not_hide_a_violation_found_before_it(example_run: ProgramRun) -> None:
+    bad = mutate(example_run, *WEB, option("additionalSecretOutputs", []))
+    bad = mutate(bad, *WEB, prop("userData", rpc.UNKNOWN))
+    srv02 = [f for f in offline.check(bad) if f.policy == "srv-02"]
+    assert {f.level for f in srv02} == {"mandatory", "advisory"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Waivers and pack config
+
+
+def test_waiver_label_turns_violation_into_advisory_note(example_run: ProgramRun) -> None:
+    bad = mutate(example_run, *WEB_FW, inbound("tcp", "443"))
+    bad = mutate(bad, *WEB_FW, prop("labels", {"role": "web", "totp-vps.waive/fw-03": "acme-http-01"}))
+    findings = offline.check(bad)
+    assert "fw-03" not in mandatory(findings)
+    notes = [f for f in findings if f.policy == policies.WAIVED]
+    assert len(notes) == 1 and notes[0].level == "advisory"
+    assert "fw-03 waived by label totp-vps.waive/fw-03=acme-http-01" in notes[0].message
+
+
+def test_waiver_naming_no_policy_is_reported(example_run: ProgramRun) -> None:
+    bad = mutate(example_run, *WEB_FW, prop("labels", {"totp-vps.waive/fw-99": "typo"}))
+    notes = [f for f in offline.check(bad) if f.policy == policies.WAIVED]
+    assert len(notes) == 1 and "names no policy" in notes[0].message
+
+
+def test_allow_ssh_from_anywhere_is_a_visible_waiver() -> None:
+    plain, secret = example_values()
+    plain = {**plain, "defaults": {**plain["defaults"], "allowedCidrs": ["0.0.0.0/0", "::/0"], "allowSshFromAnywhere": True}}
+    findings = offline.check(mockengine.run(plain, secret))
+    assert mandatory(findings) == {}
+    notes = [f.message for f in findings if f.policy == policies.WAIVED]
+    assert len(notes) == 2  # one per server's firewall
+    assert all("fw-01 waived by label totp-vps.waive/fw-01=allowSshFromAnywhere" in n for n in notes)
+
+
+def test_rebuild_is_a_visible_srv_03_waiver() -> None:
+    plain, secret = example_values()
+    plain = {**plain, "servers": [{**plain["servers"][0], "rebuild": True}]}
+    findings = offline.check(mockengine.run(plain, secret))
+    assert mandatory(findings) == {}
+    notes = [f.message for f in findings if f.policy == policies.WAIVED]
+    assert notes and all("srv-03 waived by label totp-vps.waive/srv-03=rebuild" in n for n in notes)
+
+
+def test_component_and_pack_agree_on_the_waiver_prefix() -> None:
+    assert totp_server.WAIVER_PREFIX == policies.WAIVER_PREFIX
+
+
+def test_stack_policies_cannot_be_waived_by_label(example_run: ProgramRun) -> None:
+    bad = mutate(example_run, *WEB_FW, prop("labels", {"note": SEED, "totp-vps.waive/sec-02": "no"}))
+    assert "sec-02" in mandatory(offline.check(bad))
+
+
+@pytest.mark.parametrize("config", [{"fw-03": "advisory"}, {"fw-03": {"enforcementLevel": "advisory"}}])
+def test_pack_config_sets_the_enforcement_level(example_run: ProgramRun, config: dict[str, Any]) -> None:
+    bad = mutate(example_run, *WEB_FW, inbound("tcp", "80"))
+    findings = [f for f in offline.check(bad, config) if f.policy == "fw-03"]
+    assert findings and {f.level for f in findings} == {"advisory"}
+
+
+def test_pack_config_disabled(example_run: ProgramRun) -> None:
+    bad = mutate(example_run, *WEB_FW, inbound("tcp", "80"))
+    assert [f for f in offline.check(bad, {"fw-03": "disabled"}) if f.policy == "fw-03"] == []
+
+
+def test_pack_config_other_settings_keep_the_default_level(example_run: ProgramRun) -> None:
+    bad = mutate(example_run, *WEB_FW, inbound("tcp", "80"))
+    assert "fw-03" in mandatory(offline.check(bad, {"fw-03": {"note": "kept mandatory"}}))
+
+
+def test_pack_main_is_never_imported() -> None:
+    assert "policy.__main__" not in sys.modules
+
+
+# ---------------------------------------------------------------------------------------------------
+# vpsctl check, as a user runs it
+
+
+def vpsctl(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "vpsctl", "check", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def write_config(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    change(document["config"])
+    path = tmp_path / "Pulumi.test.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_vpsctl_check_example_passes_fast() -> None:
+    start = time.monotonic()
+    result = vpsctl("--config", str(EXAMPLE))
+    elapsed = time.monotonic() - start
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("no violations:")
+    assert elapsed <= 3.0, f"vpsctl check took {elapsed:.2f} s"
+
+
+def test_vpsctl_check_mandatory_violation_exits_1(tmp_path: Path) -> None:
+    # A seed pasted into a label passes config validation (it is a valid label value) but leaks.
+    path = write_config(tmp_path, lambda c: c["totp-vps:servers"][0]["labels"].update(note=SEED))
+    result = vpsctl("--config", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "web-1-firewall  hcloud:index/firewall:Firewall" in result.stdout
+    assert "sec-02  mandatory" in result.stdout and "labels.note carries a base32 TOTP seed" in result.stdout
+    assert SEED not in result.stdout + result.stderr
+
+
+def test_vpsctl_check_advisory_only_exits_0(tmp_path: Path) -> None:
+    def world(c: dict[str, Any]) -> None:
+        c["totp-vps:defaults"].update(allowedCidrs=["0.0.0.0/0"], allowSshFromAnywhere=True)
+
+    result = vpsctl("--config", str(write_config(tmp_path, world)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "waived  advisory   fw-01 waived by label totp-vps.waive/fw-01=allowSshFromAnywhere" in result.stdout
+    assert "0 mandatory, 2 advisory" in result.stdout
+
+
+def test_vpsctl_check_policy_config_lowers_a_level(tmp_path: Path) -> None:
+    path = write_config(tmp_path, lambda c: c["totp-vps:servers"][0]["labels"].update(note=SEED))
+    pack_config = tmp_path / "policy-config.json"
+    pack_config.write_text(json.dumps({"sec-02": {"enforcementLevel": "advisory"}}))
+    result = vpsctl("--config", str(path), "--policy-config", str(pack_config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sec-02  advisory" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        ("config:\n  totp-vps:admins: 3\n", "admins: needs a list"),
+        ("config:\n  totp-vps:colour: blue\n", "unknown setting"),
+        ("[not, a, mapping]\n", "is not a stack config"),
+        ("config: {\n", "is not valid YAML"),
+    ],
+)
+def test_vpsctl_check_bad_config_exits_2_with_one_line(tmp_path: Path, content: str, expect: str) -> None:
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_text(content)
+    result = vpsctl("--config", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and expect in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_vpsctl_check_missing_file_exits_2(tmp_path: Path) -> None:
+    result = vpsctl("--config", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_vpsctl_check_bad_policy_config_exits_2(tmp_path: Path) -> None:
+    pack_config = tmp_path / "policy-config.json"
+    pack_config.write_text(json.dumps({"fw-99": "advisory"}))
+    result = vpsctl("--config", str(EXAMPLE), "--policy-config", str(pack_config))
+    assert result.returncode == 2 and "fw-99" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pack as the CLI starts it: policy/__main__.py serves the analyzer over gRPC.
+
+
+def test_pack_serves_the_same_policies_over_grpc(example_run: ProgramRun) -> None:
+    import grpc
+    from google.protobuf import empty_pb2
+    from pulumi.runtime.proto import analyzer_pb2_grpc
+
+    env = {**os.environ, "PYTHONPATH": ""}
+    server = subprocess.Popen([sys.executable, "-u", "__main__.py"], cwd=ROOT / "policy", env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = analyzer_pb2_grpc.AnalyzerStub(channel)
+            info = stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=10)
+            assert info.name == policies.PACK_NAME
+            assert [p.name for p in info.policies] == [p.name for p in policies.build_policies()]
+            bad = mutate(example_run, *WEB_FW, inbound("tcp", "22", "0.0.0.0/0"))
+            response = stub.Analyze(offline.analyze_request(bad.one(*WEB_FW)), timeout=10)
+            assert [d.policyName for d in response.diagnostics] == ["fw-01"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_docs_list_every_policy() -> None:
+    text = (ROOT / "docs" / "policy.md").read_text()
+    for p in policies.build_policies():
+        level = p.enforcement_level.value if p.enforcement_level else "mandatory"
+        assert f"| `{p.name}` | {p.description.replace('<', '&lt;').replace('>', '&gt;')} | {level} |" in text
