@@ -1,13 +1,100 @@
-"""(placeholder: see the issue)"""
+"""Show an admin's TOTP enrollment from the stack outputs: QR code, manual key, backup codes.
+
+The QR (in the terminal, or as an SVG/PNG file written with mode 0600) holds an otpauth:// URI in
+Google's Key URI Format (issuer prefix and parameter, SHA1, 6 digits, 30 s), which Google
+Authenticator, Microsoft Authenticator, Authy, 1Password and Aegis read. The URI itself is printed only
+with --uri. Everything shown here is a secret: run it where nobody watches the screen.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyotp
+
+from cloudinit import enrollment as enroll
+from vpsctl import stackoutputs
+from vpsctl.errors import CliError
+from vpsctl.files import write_private
+
+APPS = "Google Authenticator, Microsoft Authenticator, Authy, 1Password, Aegis"
+PNG_SCALE = 8  # pixels per module: large enough for any phone camera and for zbarimg
+QUIET_ZONE = 4  # modules of white border the QR standard asks for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    stackoutputs.add_source_arguments(parser)
+    parser.add_argument("--admin", metavar="A", help="admin name (needed when the server has several)")
+    image = parser.add_mutually_exclusive_group()
+    for kind in ("svg", "png"):
+        image.add_argument(f"--{kind}", metavar="FILE", help=f"write the QR as {kind.upper()} to FILE (mode 0600), not on screen")
+    parser.add_argument("--uri", action="store_true", help="also print the otpauth:// URI (it contains the secret)")
+
+
+def entry(outputs: Mapping[str, Any], server: str, admin: str) -> tuple[str, pyotp.TOTP, list[str]]:
+    """(otpauth URI, parsed TOTP, backup codes) of one admin; CliError (without the values) if malformed."""
+    item = outputs["enrollment"][server][admin]
+    uri = item.get("otpauthUri")
+    codes = item.get("backupCodes")
+    where = f"enrollment of {admin} on {server}"
+    if not isinstance(uri, str) or not uri.startswith("otpauth://totp/"):
+        raise CliError(f"{where}: no otpauthUri (otpauth://totp/...) in the outputs")
+    try:
+        totp = pyotp.parse_uri(uri)
+    except (ValueError, TypeError):
+        raise CliError(f"{where}: otpauthUri is not a valid otpauth URI") from None
+    if not isinstance(totp, pyotp.TOTP):
+        raise CliError(f"{where}: otpauthUri is not a TOTP URI")
+    if not isinstance(codes, list) or not all(isinstance(c, str) and c.isdigit() for c in codes):
+        raise CliError(f"{where}: backupCodes is not a list of digit strings")
+    return uri, totp, codes
+
+
+def image_bytes(uri: str, kind: str) -> bytes:
+    buffer = io.BytesIO()
+    enroll.qr(uri).save(buffer, kind=kind, scale=PNG_SCALE if kind == "png" else 4, border=QUIET_ZONE)
+    return buffer.getvalue()
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    outputs = stackoutputs.load(args)
+    choice = stackoutputs.choose(outputs, args.server, args.admin)
+    uri, totp, codes = entry(outputs, choice.server, choice.admin)
+
+    out = sys.stdout
+    out.write(f"{totp.name} ({totp.issuer}): TOTP enrollment for {choice.admin} on {choice.server}\n")
+    out.write("Everything below is secret: show it to nobody, and clear the screen afterwards.\n\n")
+    image = args.svg or args.png
+    if image:
+        write_private(Path(image), image_bytes(uri, "svg" if args.svg else "png"))
+        out.write(f"QR code written to {image} (mode 0600). Scan it, then delete the file: it holds the secret.\n")
+    else:
+        out.write(enroll.terminal_qr(uri))
+        out.write(f"Scan the QR code with your authenticator app ({APPS}).\n")
+    out.write("\nNo camera? Add the account by hand: time-based, SHA1, 6 digits, 30 seconds, key:\n")
+    out.write(f"    {enroll.manual_key(totp.secret)}\n")
+    if args.uri:
+        out.write(f"\notpauth URI (contains the secret):\n    {uri}\n")
+    out.write(f"\nBackup codes ({len(codes)}), for when the phone is lost; each works once:\n")
+    for code in codes:
+        out.write(f"    {code}\n")
+    out.write(
+        "Store them offline: in a password manager, or printed and locked away; never next to the SSH key.\n"
+        "At the code prompt, type one instead of the 6-digit code. Used up or lost: rotate (docs/enrollment.md).\n"
+    )
+    command = _ssh_command(outputs, choice)
+    if command:
+        out.write(f"\nLog in with `{command}`: the SSH key first, then the 6-digit code from the app.\n")
+    return 0
+
+
+def _ssh_command(outputs: Mapping[str, Any], choice: stackoutputs.Choice) -> str | None:
+    server = outputs["servers"].get(choice.server)
+    commands = server.get("sshCommands") if isinstance(server, Mapping) else None
+    command = commands.get(choice.admin) if isinstance(commands, Mapping) else None
+    return command if isinstance(command, str) else None
