@@ -47,7 +47,9 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+@cache
 def _template(name: str) -> jinja2.Template:
+    # Held here: jinja2's own cache stats the file on every lookup (auto_reload), half of a render.
     return _environment().get_template(name)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_hcloud as hcloud
@@ -19,7 +20,7 @@ import pulumi_tls as tls
 
 from cloudinit import enrollment, render
 from cloudinit.hardening import SEED_BYTES
-from cloudinit.model import ConfigError, Server
+from cloudinit.model import Admin, ConfigError, Server
 from cloudinit.secrets import BYTES_PER_CODE, AdminSecrets, HostKey, backup_codes_from_bytes, check_seed, seed_from_bytes
 
 TYPE = "totp-vps:index:TotpServer"
@@ -114,23 +115,25 @@ class TotpServer(pulumi.ComponentResource):
         spec = args.server
         child = pulumi.ResourceOptions(parent=self)
 
-        secrets = {admin.name: self._admin_secrets(name, spec, admin.name, admin.rotation, args.seed_overrides, child)
-                   for admin in spec.admins}
         host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
         host_public = host_key.public_key_openssh.apply(str.strip)
+        randomness = [
+            out for admin in spec.admins for out in self._randomness(name, spec, admin, args.seed_overrides, child)
+        ]
+        # Every secret of this server in ONE Output: the SDK's cost is per Output node, and a fleet has
+        # thousands; the user-data and the enrollment both derive from this bundle.
+        bundle: pulumi.Output[tuple[HostKey, dict[str, AdminSecrets]]] = pulumi.Output.secret(
+            pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh, *randomness).apply(
+                lambda v: _bundle(spec, args.seed_overrides, v)
+            )
+        )
 
         firewall = hcloud.Firewall(
             f"{name}-firewall", name=spec.name, rules=firewall_rules(spec), labels=waiver_labels(spec, "firewall"), opts=child
         )
 
-        names = list(secrets)
-        user_data: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.all(host_key.private_key_openssh, host_public, *secrets.values()).apply(
-                lambda v: render.render_user_data(
-                    spec, dict(zip(names, v[2:], strict=True)), HostKey(private_openssh=v[0], public_openssh=v[1])
-                )
-            )
-        )
+        user_data = bundle.apply(lambda b: render.render_user_data(spec, b[1], b[0]))  # secret, as the bundle
+
         server = hcloud.Server(
             f"{name}-server",
             name=spec.name,
@@ -165,11 +168,7 @@ class TotpServer(pulumi.ComponentResource):
         self.ssh_commands = target.apply(
             lambda ip: {a: f"ssh -p {spec.ssh_port} {a}@{ip}" for a in spec.admin_names}
         )
-        self.enrollment = pulumi.Output.secret(
-            pulumi.Output.all(*secrets.values()).apply(
-                lambda v: {admin: _enrollment(spec, admin, s) for admin, s in zip(names, v, strict=True)}
-            )
-        )
+        self.enrollment = bundle.apply(lambda b: {a: _enrollment(spec, a, secrets) for a, secrets in b[1].items()})
         self.register_outputs(
             {
                 "ipv4": self.ipv4,
@@ -181,27 +180,34 @@ class TotpServer(pulumi.ComponentResource):
             }
         )
 
-    def _admin_secrets(
-        self, name: str, spec: Server, admin: str, rotation: int, overrides: Mapping[str, str], child: pulumi.ResourceOptions
-    ) -> pulumi.Output[AdminSecrets]:
-        """Stateful randomness -> the admin's seed and codes; ``rotation`` in the keepers replaces both."""
-        keepers = {"rotation": str(rotation)}
-        if admin in overrides:
-            seed: pulumi.Output[str] = pulumi.Output.secret(overrides[admin])
-        else:
-            seed_bytes = random.RandomBytes(f"{name}-{admin}-totp-seed", length=SEED_BYTES, keepers=keepers, opts=child)
-            seed = seed_bytes.base64.apply(lambda b: seed_from_bytes(base64.b64decode(b)))
+    def _randomness(
+        self, name: str, spec: Server, admin: Admin, overrides: Mapping[str, str], child: pulumi.ResourceOptions
+    ) -> tuple[pulumi.Output[str] | None, pulumi.Output[str]]:
+        """The admin's stateful random bytes (base64): (seed, codes); ``rotation`` in the keepers replaces
+        both. An overridden seed needs no resource: its slot holds None."""
+        keepers = {"rotation": str(admin.rotation)}
+        seed = None
+        if admin.name not in overrides:
+            seed = random.RandomBytes(f"{name}-{admin.name}-totp-seed", length=SEED_BYTES, keepers=keepers, opts=child).base64
         codes = random.RandomBytes(
-            f"{name}-{admin}-backup-codes",
+            f"{name}-{admin.name}-backup-codes",
             length=spec.backup_codes * BYTES_PER_CODE,
             keepers={**keepers, "count": str(spec.backup_codes)},
             opts=child,
         )
-        return pulumi.Output.secret(
-            pulumi.Output.all(seed, codes.base64).apply(
-                lambda v: AdminSecrets(seed=v[0], backup_codes=backup_codes_from_bytes(base64.b64decode(v[1]), spec.backup_codes))
-            )
-        )
+        return seed, codes.base64
+
+
+def _bundle(spec: Server, overrides: Mapping[str, str], values: list[Any]) -> tuple[HostKey, dict[str, AdminSecrets]]:
+    """(host key, admin -> secrets) from the resolved resource outputs, in TotpServer's order."""
+    host_key = HostKey(private_openssh=values[0], public_openssh=values[1].strip())
+    admins = {}
+    pairs = zip(values[2::2], values[3::2], strict=True)
+    for admin, (seed_b64, codes_b64) in zip(spec.admin_names, pairs, strict=True):
+        seed = overrides[admin] if seed_b64 is None else seed_from_bytes(base64.b64decode(seed_b64))
+        codes = backup_codes_from_bytes(base64.b64decode(codes_b64), spec.backup_codes)
+        admins[admin] = AdminSecrets(seed=seed, backup_codes=codes)
+    return host_key, admins
 
 
 def _enrollment(spec: Server, admin: str, s: AdminSecrets) -> dict[str, object]:

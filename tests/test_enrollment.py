@@ -292,3 +292,27 @@ def test_stack_outputs_come_from_the_pulumi_cli(outputs_file: Path, outputs: dic
     assert (done.returncode, done.stderr) == (
         2, "vpsctl qr: error: --stack prod: `pulumi stack output` failed: error: no stack named 'prod' found\n",
     )  # fmt: skip
+
+
+def _terminal_to_pbm(text: str, scale: int = 6) -> bytes:
+    """Turn the half-block QR back into pixels (a netpbm bitmap, 1 = dark), as a camera would see it."""
+    halves = {"\u2588": (0, 0), "\u2580": (0, 1), "\u2584": (1, 0), " ": (1, 1)}
+    pixels: list[list[int]] = []
+    for line in text.splitlines():
+        pairs = [halves[ch] for ch in line]
+        pixels += [[p[0] for p in pairs], [p[1] for p in pairs]]
+    margin = 8  # a wide light border around the terminal's own quiet zone
+    width = len(pixels[0]) + 2 * margin
+    pixels = [[0] * width] * margin + [[0] * margin + row + [0] * margin for row in pixels] + [[0] * width] * margin
+    body = "\n".join(" ".join(str(v) for v in row for _ in range(scale)) for row in pixels for _ in range(scale))
+    return f"P1\n{width * scale} {len(pixels) * scale}\n{body}\n".encode()
+
+
+def test_terminal_qr_decodes_back_to_the_exact_uri(tmp_path: Path) -> None:
+    """The text QR the stack outputs and the CLI print is a real QR code: zbar reads it."""
+    zbarimg = require_tool("zbarimg")
+    uri = enrollment.otpauth_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "example-corp", "alice", "web-1")
+    image = tmp_path / "terminal.pbm"
+    image.write_bytes(_terminal_to_pbm(enrollment.terminal_qr(uri)))
+    decoded = subprocess.run([zbarimg, "-q", "--raw", str(image)], capture_output=True, text=True, check=False)
+    assert decoded.stdout.strip() == uri
