@@ -1,0 +1,99 @@
+"""The bare baseline: the program's resources with fixed inputs and none of our code.
+
+It registers exactly what ``__main__.py`` registers for ``fleet(servers, admins)`` (tests/configs.py):
+the same type tokens and count, the same parent relationships and ``depends_on``, the same provider SDK
+classes (so RandomBytes and PrivateKey carry their built-in ``additional_secret_outputs``) and the
+Server's own ``additional_secret_outputs``/``ignore_changes``. Inputs are constants: no config
+reading, no validation, no rendering, no enrollment outputs, no Output chains between resources.
+What the real program costs beyond this is what our code costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pulumi
+import pulumi_hcloud as hcloud
+import pulumi_random as random
+import pulumi_tls as tls
+
+# The component type tokens of components/ (spelt out here: the baseline must not import our code).
+ADMIN_KEYS = "totp-vps:index:AdminKeys"
+TOTP_SERVER = "totp-vps:index:TotpServer"
+# A fixed public key line; the mock provider does not parse it.
+PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBASELINEBASELINEBASELINEBASELINEBASELINE00 baseline"
+BACKUP_CODES = 5
+BYTES_PER_CODE = 8
+SEED_BYTES = 20
+
+
+def resource_count(servers: int, admins: int) -> int:
+    """Registrations (stack excluded) of both the baseline and the real program."""
+    return 1 + admins + servers * (1 + 2 * admins + 3)
+
+
+def program(servers: int, admins: int, user_data_bytes: int) -> Callable[[], None]:
+    """A program for ``mockengine.run(..., program=...)``; ``user_data_bytes``: the size of the fixed
+    user-data string handed to every server (the caller passes the real size so payloads match)."""
+    user_data = "#cloud-config\n" + "#" * max(0, user_data_bytes - 14)
+
+    def run() -> None:
+        keys = pulumi.ComponentResource(ADMIN_KEYS, "admins")
+        for a in range(admins):
+            hcloud.SshKey(
+                f"admins-admin{a}-key",
+                name=f"baseline-admin{a}",
+                public_key=PUBLIC_KEY,
+                labels={"managed-by": "totp-vps"},
+                opts=pulumi.ResourceOptions(parent=keys),
+            )
+        keys.register_outputs({})
+        key_names = [f"baseline-admin{a}" for a in range(admins)]
+        for s in range(servers):
+            name = f"srv-{s}"
+            comp = pulumi.ComponentResource(TOTP_SERVER, name, None, pulumi.ResourceOptions(depends_on=[keys]))
+            child = pulumi.ResourceOptions(parent=comp)
+            for a in range(admins):
+                random.RandomBytes(f"{name}-admin{a}-totp-seed", length=SEED_BYTES, keepers={"rotation": "0"}, opts=child)
+                random.RandomBytes(
+                    f"{name}-admin{a}-backup-codes",
+                    length=BACKUP_CODES * BYTES_PER_CODE,
+                    keepers={"rotation": "0", "count": str(BACKUP_CODES)},
+                    opts=child,
+                )
+            tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
+            hcloud.Firewall(
+                f"{name}-firewall",
+                name=name,
+                rules=[
+                    hcloud.FirewallRuleArgs(
+                        direction="in", protocol="tcp", port="22", source_ips=["198.51.100.0/24", "2001:db8::/32"]
+                    ),
+                    hcloud.FirewallRuleArgs(direction="in", protocol="icmp", source_ips=["0.0.0.0/0", "::/0"]),
+                ],
+                labels={},
+                opts=child,
+            )
+            hcloud.Server(
+                f"{name}-server",
+                name=name,
+                image="debian-12",
+                server_type="cx22",
+                location="fsn1",
+                ssh_keys=key_names,
+                firewall_ids=[10_000_001],
+                user_data=user_data,
+                labels={},
+                public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
+                delete_protection=False,
+                rebuild_protection=False,
+                opts=pulumi.ResourceOptions(
+                    parent=comp,
+                    protect=False,
+                    ignore_changes=["user_data", "ssh_keys"],
+                    additional_secret_outputs=["userData"],
+                ),
+            )
+            comp.register_outputs({})
+
+    return run
