@@ -1,9 +1,15 @@
 """totp-vps: Hetzner servers whose SSH needs a key AND a TOTP code. `pulumi up` runs this."""
 
+import gc
+
 import pulumi
 
 from cloudinit.model import ConfigError
 from components.program import build
+
+# Everything imported so far (the SDKs: hundreds of thousands of objects) lives until the end; keep
+# the cyclic GC from re-scanning it at every full collection while a fleet's Output graph grows.
+gc.freeze()
 
 try:
     outputs = build()

@@ -10,6 +10,8 @@ What the real program costs beyond this is what our code costs.
 
 from __future__ import annotations
 
+import gc
+import runpy
 from collections.abc import Callable
 
 import pulumi
@@ -34,66 +36,80 @@ def resource_count(servers: int, admins: int) -> int:
 
 def program(servers: int, admins: int, user_data_bytes: int) -> Callable[[], None]:
     """A program for ``mockengine.run(..., program=...)``; ``user_data_bytes``: the size of the fixed
-    user-data string handed to every server (the caller passes the real size so payloads match)."""
-    user_data = "#cloud-config\n" + "#" * max(0, user_data_bytes - 14)
+    user-data string handed to every server (the caller passes the real size so payloads match).
+
+    It executes this file with runpy, as Pulumi's language host executes every program (and as the
+    mock engine executes ``__main__.py``): the SDK records the Python stack at each registration, at
+    a cost per frame, so a baseline called as a bare function would be shallower than any program."""
 
     def run() -> None:
-        keys = pulumi.ComponentResource(ADMIN_KEYS, "admins")
-        for a in range(admins):
-            hcloud.SshKey(
-                f"admins-admin{a}-key",
-                name=f"baseline-admin{a}",
-                public_key=PUBLIC_KEY,
-                labels={"managed-by": "totp-vps"},
-                opts=pulumi.ResourceOptions(parent=keys),
-            )
-        keys.register_outputs({})
-        key_names = [f"baseline-admin{a}" for a in range(admins)]
-        for s in range(servers):
-            name = f"srv-{s}"
-            comp = pulumi.ComponentResource(TOTP_SERVER, name, None, pulumi.ResourceOptions(depends_on=[keys]))
-            child = pulumi.ResourceOptions(parent=comp)
-            for a in range(admins):
-                random.RandomBytes(f"{name}-admin{a}-totp-seed", length=SEED_BYTES, keepers={"rotation": "0"}, opts=child)
-                random.RandomBytes(
-                    f"{name}-admin{a}-backup-codes",
-                    length=BACKUP_CODES * BYTES_PER_CODE,
-                    keepers={"rotation": "0", "count": str(BACKUP_CODES)},
-                    opts=child,
-                )
-            tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
-            hcloud.Firewall(
-                f"{name}-firewall",
-                name=name,
-                rules=[
-                    hcloud.FirewallRuleArgs(
-                        direction="in", protocol="tcp", port="22", source_ips=["198.51.100.0/24", "2001:db8::/32"]
-                    ),
-                    hcloud.FirewallRuleArgs(direction="in", protocol="icmp", source_ips=["0.0.0.0/0", "::/0"]),
-                ],
-                labels={},
-                opts=child,
-            )
-            hcloud.Server(
-                f"{name}-server",
-                name=name,
-                image="debian-12",
-                server_type="cx22",
-                location="fsn1",
-                ssh_keys=key_names,
-                firewall_ids=[10_000_001],
-                user_data=user_data,
-                labels={},
-                public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
-                delete_protection=False,
-                rebuild_protection=False,
-                opts=pulumi.ResourceOptions(
-                    parent=comp,
-                    protect=False,
-                    ignore_changes=["user_data", "ssh_keys"],
-                    additional_secret_outputs=["userData"],
-                ),
-            )
-            comp.register_outputs({})
+        runpy.run_path(__file__, run_name="__main__", init_globals={"SHAPE": (servers, admins, user_data_bytes)})
 
     return run
+
+
+def register(servers: int, admins: int, user_data_bytes: int) -> None:
+    """The baseline program's body."""
+    user_data = "#cloud-config\n" + "#" * max(0, user_data_bytes - 14)
+    keys = pulumi.ComponentResource(ADMIN_KEYS, "admins")
+    for a in range(admins):
+        hcloud.SshKey(
+            f"admins-admin{a}-key",
+            name=f"baseline-admin{a}",
+            public_key=PUBLIC_KEY,
+            labels={"managed-by": "totp-vps"},
+            opts=pulumi.ResourceOptions(parent=keys),
+        )
+    keys.register_outputs({})
+    key_names = [f"baseline-admin{a}" for a in range(admins)]
+    for s in range(servers):
+        name = f"srv-{s}"
+        comp = pulumi.ComponentResource(TOTP_SERVER, name, None, pulumi.ResourceOptions(depends_on=[keys]))
+        child = pulumi.ResourceOptions(parent=comp)
+        for a in range(admins):
+            random.RandomBytes(f"{name}-admin{a}-totp-seed", length=SEED_BYTES, keepers={"rotation": "0"}, opts=child)
+            random.RandomBytes(
+                f"{name}-admin{a}-backup-codes",
+                length=BACKUP_CODES * BYTES_PER_CODE,
+                keepers={"rotation": "0", "count": str(BACKUP_CODES)},
+                opts=child,
+            )
+        tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
+        hcloud.Firewall(
+            f"{name}-firewall",
+            name=name,
+            rules=[
+                hcloud.FirewallRuleArgs(
+                    direction="in", protocol="tcp", port="22", source_ips=["198.51.100.0/24", "2001:db8::/32"]
+                ),
+                hcloud.FirewallRuleArgs(direction="in", protocol="icmp", source_ips=["0.0.0.0/0", "::/0"]),
+            ],
+            labels={},
+            opts=child,
+        )
+        hcloud.Server(
+            f"{name}-server",
+            name=name,
+            image="debian-12",
+            server_type="cx22",
+            location="fsn1",
+            ssh_keys=key_names,
+            firewall_ids=[10_000_001],
+            user_data=user_data,
+            labels={},
+            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
+            delete_protection=False,
+            rebuild_protection=False,
+            opts=pulumi.ResourceOptions(
+                parent=comp,
+                protect=False,
+                ignore_changes=["user_data", "ssh_keys"],
+                additional_secret_outputs=["userData"],
+            ),
+        )
+        comp.register_outputs({})
+
+
+if __name__ == "__main__":
+    gc.freeze()  # the same GC setting as __main__.py: like for like
+    register(*globals()["SHAPE"])

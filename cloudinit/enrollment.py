@@ -16,10 +16,11 @@ ALGORITHM = "SHA1"
 DIGITS = 6
 PERIOD = 30
 QUIET_ZONE = 2  # modules of light border in the terminal (a terminal's own margin adds to it)
-# Half-block characters for a pair of module rows, (top dark, bottom dark) -> glyph. A block prints in
-# the terminal's foreground colour, which is light on the usual dark background: light modules are
+# Half-block characters for a pair of module rows, indexed by 2 * top_dark + bottom_dark. A block
+# prints in the terminal's foreground colour, light on the usual dark background: light modules are
 # drawn, dark ones left blank.
-_GLYPHS = {(False, False): "\u2588", (False, True): "\u2580", (True, False): "\u2584", (True, True): " "}
+_GLYPHS = str.maketrans({0: "\u2588", 1: "\u2580", 2: "\u2584", 3: " "})
+_DARK = bytes(1 if value < 128 else 0 for value in range(256))  # pixel value -> 1 for a dark module
 
 
 def account(admin: str, server: str) -> str:
@@ -37,27 +38,31 @@ def qr(uri: str) -> segno.QRCode:
     return segno.make_qr(uri, error="m")
 
 
-def modules(uri: str) -> list[list[bool]]:
-    """The QR code's module matrix (True = dark), without quiet zone.
+def modules(uri: str) -> list[bytes]:
+    """The QR code's module rows, one byte per module (1 = dark, 0 = light), without quiet zone.
 
     Encoded by zxing-cpp (compiled): the program makes a terminal QR for every admin on every server
     on each run, and segno's pure-Python encoder was the largest cost of a 100-server run (bench/)."""
     symbol = zxingcpp.create_barcode(uri, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
-    pixels = memoryview(symbol.to_image(scale=1, add_quiet_zones=False))  # type: ignore[arg-type]  # buffer protocol, untyped
+    pixels = memoryview(symbol.to_image(scale=1, add_quiet_zones=False))  # type: ignore[arg-type]  # untyped buffer
     size = pixels.shape[1] if pixels.shape else 0
-    flat = pixels.tobytes()
-    return [[flat[i] < 128 for i in range(row, row + size)] for row in range(0, len(flat), size)]
+    flat = pixels.tobytes().translate(_DARK)
+    return [flat[i : i + size] for i in range(0, len(flat), size)]
 
 
 def terminal_qr(uri: str) -> str:
     """The QR as text made of half-block characters: prints in any UTF-8 terminal, no colours needed."""
-    matrix = modules(uri)
-    width = len(matrix) + 2 * QUIET_ZONE
-    light = [False] * width
-    margin = [False] * QUIET_ZONE
-    rows = [light] * QUIET_ZONE + [margin + row + margin for row in matrix] + [light] * (QUIET_ZONE + len(matrix) % 2)
-    pairs = zip(rows[::2], rows[1::2], strict=True)
-    return "".join("".join(map(_GLYPHS.__getitem__, zip(top, bottom, strict=True))) + "\n" for top, bottom in pairs)
+    rows = modules(uri)
+    margin = bytes(QUIET_ZONE)
+    width = len(rows) + 2 * QUIET_ZONE
+    padded = [bytes(width)] * QUIET_ZONE + [margin + row + margin for row in rows]
+    padded += [bytes(width)] * (QUIET_ZONE + len(rows) % 2)
+    lines = []
+    for top, bottom in zip(padded[::2], padded[1::2], strict=True):
+        # 2 * top + bottom per column, whole rows at a time (no carries: each value is 0..3).
+        pair = (int.from_bytes(top, "big") * 2 + int.from_bytes(bottom, "big")).to_bytes(width, "big")
+        lines.append(pair.decode("latin-1").translate(_GLYPHS) + "\n")
+    return "".join(lines)
 
 
 def manual_key(seed: str) -> str:

@@ -20,7 +20,7 @@ import pulumi_tls as tls
 
 from cloudinit import enrollment, render
 from cloudinit.hardening import SEED_BYTES
-from cloudinit.model import Admin, ConfigError, Server
+from cloudinit.model import ConfigError, Server
 from cloudinit.secrets import BYTES_PER_CODE, AdminSecrets, HostKey, backup_codes_from_bytes, check_seed, seed_from_bytes
 
 TYPE = "totp-vps:index:TotpServer"
@@ -117,9 +117,21 @@ class TotpServer(pulumi.ComponentResource):
 
         host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
         host_public = host_key.public_key_openssh.apply(str.strip)
-        randomness = [
-            out for admin in spec.admins for out in self._randomness(name, spec, admin, args.seed_overrides, child)
-        ]
+        # Plain loops, not comprehensions or helpers: the SDK records the Python stack at every
+        # registration, at a cost per frame (see bench/).
+        randomness: list[pulumi.Output[str] | None] = []
+        for admin in spec.admins:
+            keepers = {"rotation": str(admin.rotation)}  # bumping it replaces both of the admin's secrets
+            seed = None  # an overridden seed needs no resource
+            if admin.name not in args.seed_overrides:
+                seed = random.RandomBytes(f"{name}-{admin.name}-totp-seed", length=SEED_BYTES, keepers=keepers, opts=child)
+            codes = random.RandomBytes(
+                f"{name}-{admin.name}-backup-codes",
+                length=spec.backup_codes * BYTES_PER_CODE,
+                keepers={**keepers, "count": str(spec.backup_codes)},
+                opts=child,
+            )
+            randomness += [seed.base64 if seed else None, codes.base64]
         # Every secret of this server in ONE Output: the SDK's cost is per Output node, and a fleet has
         # thousands; the user-data and the enrollment both derive from this bundle.
         bundle: pulumi.Output[tuple[HostKey, dict[str, AdminSecrets]]] = pulumi.Output.secret(
@@ -179,23 +191,6 @@ class TotpServer(pulumi.ComponentResource):
                 "enrollment": self.enrollment,
             }
         )
-
-    def _randomness(
-        self, name: str, spec: Server, admin: Admin, overrides: Mapping[str, str], child: pulumi.ResourceOptions
-    ) -> tuple[pulumi.Output[str] | None, pulumi.Output[str]]:
-        """The admin's stateful random bytes (base64): (seed, codes); ``rotation`` in the keepers replaces
-        both. An overridden seed needs no resource: its slot holds None."""
-        keepers = {"rotation": str(admin.rotation)}
-        seed = None
-        if admin.name not in overrides:
-            seed = random.RandomBytes(f"{name}-{admin.name}-totp-seed", length=SEED_BYTES, keepers=keepers, opts=child).base64
-        codes = random.RandomBytes(
-            f"{name}-{admin.name}-backup-codes",
-            length=spec.backup_codes * BYTES_PER_CODE,
-            keepers={**keepers, "count": str(spec.backup_codes)},
-            opts=child,
-        )
-        return seed, codes.base64
 
 
 def _bundle(spec: Server, overrides: Mapping[str, str], values: list[Any]) -> tuple[HostKey, dict[str, AdminSecrets]]:
