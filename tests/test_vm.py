@@ -11,6 +11,7 @@ code-only, password and OpenSSH batch attempts never reach PAM.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -133,6 +134,23 @@ def test_effective_sshd_settings(good: Boot) -> None:
     wanted |= {f"allowusers {name}" for name in good.lab.server.admin_names}  # sshd -T: one line per user
     assert wanted <= effective, f"missing: {sorted(wanted - effective)}"
     assert "denyusers *" not in effective  # the first-boot lockdown is gone
+
+
+JOB_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"  # systemd catalog: a unit's start job begins
+JOB_DONE = "39f53479d3a045ac8e11786248231fbf"  # systemd catalog: a unit's start job finished
+
+
+def test_sshd_first_starts_after_cloud_init_wrote_the_lockdown(good: Boot) -> None:
+    """sshd must never serve the image's stock configuration (key alone would pass): its first start
+    comes after cloud-init.service, whose write_files puts the lockdown drop-in in place."""
+    entries = [json.loads(line) for line in good.report.out("unit_jobs").splitlines() if line.startswith("{")]
+
+    def first(unit: str, message_id: str) -> int:
+        times = [int(e["__MONOTONIC_TIMESTAMP"]) for e in entries if e.get("UNIT") == unit and e.get("MESSAGE_ID") == message_id]
+        assert times, f"no {message_id} record for {unit}: {good.report.out('unit_jobs')[:2000]}"
+        return min(times)
+
+    assert first("ssh.service", JOB_STARTING) > first("cloud-init.service", JOB_DONE)
 
 
 def test_totp_files_owned_by_admin_mode_0400(good: Boot) -> None:
