@@ -53,8 +53,9 @@ def _template(name: str) -> jinja2.Template:
     return _environment().get_template(name)
 
 
-def effective_settings(server: Server) -> tuple[str, ...]:
-    return (*EFFECTIVE, f"port {server.ssh_port}")
+def effective_settings(ssh_port: int) -> tuple[str, ...]:
+    """The ``sshd -T`` lines a server on ``ssh_port`` must show (activate.sh, vpsctl verify, the tests)."""
+    return (*EFFECTIVE, f"port {ssh_port}")
 
 
 def sshd_dropin(server: Server) -> str:
@@ -103,7 +104,10 @@ def render_user_data(server: Server, admin_secrets: Mapping[str, AdminSecrets], 
         sshd_conf=sshd_dropin(server),
         pam_sshd=pam_sshd(),
         activate=_template("activate.sh.j2").render(
-            paths=PATHS, server=server, pam_package=hardening.PAM_PACKAGE[server.image], effective=effective_settings(server)
+            paths=PATHS,
+            server=server,
+            pam_package=hardening.PAM_PACKAGE[server.image],
+            effective=effective_settings(server.ssh_port),
         ),
         totp_files={name: totp_file(admin_secrets[name]) for name in server.admin_names},
     )

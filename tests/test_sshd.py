@@ -122,7 +122,7 @@ def assert_no_password_prompt(result: Login) -> None:
 def missing_effective(server: Server, sshd_t_output: str) -> list[str]:
     """The lines activate.sh demands from ``sshd -T`` that are not there (empty: safe to restart)."""
     have = set(sshd_t_output.splitlines())
-    return [line for line in effective_settings(server) if line not in have]
+    return [line for line in effective_settings(server.ssh_port) if line not in have]
 
 
 # ----------------------------------------------------------------------------------- sshd -t / -T

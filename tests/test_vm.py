@@ -23,9 +23,11 @@ import pyotp
 import pytest
 from conftest import require, require_root, require_tool
 
-from cloudinit import hardening, render
+from cloudinit import enrollment, hardening, render
+from components.totp_server import known_hosts_line
 from lab import faults, image, ssh, stack
 from lab.vm import VM, Report
+from vpsctl.verify import verify
 
 pytestmark = pytest.mark.vm
 
@@ -129,7 +131,7 @@ def test_cloud_init_schema_valid(good: Boot) -> None:
 
 def test_effective_sshd_settings(good: Boot) -> None:
     effective = good.report.effective_sshd
-    wanted = set(render.effective_settings(good.lab.server))
+    wanted = set(render.effective_settings(good.lab.server.ssh_port))
     wanted |= {f"{d.lower()} {v}" for d, v in hardening.crypto_for(good.lab.server.image).items()}
     wanted |= {f"allowusers {name}" for name in good.lab.server.admin_names}  # sshd -T: one line per user
     assert wanted <= effective, f"missing: {sorted(wanted - effective)}"
@@ -145,12 +147,14 @@ def test_sshd_first_starts_after_cloud_init_wrote_the_lockdown(good: Boot) -> No
     comes after cloud-init.service, whose write_files puts the lockdown drop-in in place."""
     entries = [json.loads(line) for line in good.report.out("unit_jobs").splitlines() if line.startswith("{")]
 
-    def first(unit: str, message_id: str) -> int:
-        times = [int(e["__MONOTONIC_TIMESTAMP"]) for e in entries if e.get("UNIT") == unit and e.get("MESSAGE_ID") == message_id]
-        assert times, f"no {message_id} record for {unit}: {good.report.out('unit_jobs')[:2000]}"
+    def first(units: set[str], message_id: str) -> int:
+        times = [int(e["__MONOTONIC_TIMESTAMP"]) for e in entries if e.get("UNIT") in units and e.get("MESSAGE_ID") == message_id]
+        assert times, f"no {message_id} record for {units}: {[e.get('MESSAGE') for e in entries]}"
         return min(times)
 
-    assert first("ssh.service", JOB_STARTING) > first("cloud-init.service", JOB_DONE)
+    # The init (network) stage's unit: cloud-init.service, renamed cloud-init-network.service in 24.3.
+    init_stage = {"cloud-init.service", "cloud-init-network.service"}
+    assert first({"ssh.service"}, JOB_STARTING) > first(init_stage, JOB_DONE)
 
 
 def test_totp_files_owned_by_admin_mode_0400(good: Boot) -> None:
@@ -233,6 +237,21 @@ def test_openssh_batch_mode_with_key_only_refused(good: Boot) -> None:
     done = ssh.openssh_batch(good.port, "alice", good.keys["alice"].path, good.known_hosts)
     assert done.returncode == 255, done
     assert "Permission denied" in done.stderr, done.stderr  # not "Host key verification failed": the pin matched
+
+
+def test_vpsctl_verify_passes_against_the_booted_server(good: Boot) -> None:
+    """The day-two command proves the live guest, from stack outputs shaped as the program exports them.
+    One key + TOTP login as alice with the next step's code (DISALLOW_REUSE; her third login here)."""
+    server, pub = good.lab.server, good.lab.host_key.public_openssh
+    outputs = {
+        "servers": {server.name: {"sshPort": server.ssh_port, "hostPublicKey": pub,
+                                  "knownHosts": known_hosts_line("127.0.0.1", good.port, pub)}},
+        "enrollment": {server.name: {a: {"otpauthUri": enrollment.otpauth_uri(s.seed, server.issuer, a, server.name)}
+                                     for a, s in good.lab.admins.items()}},
+    }
+    report = verify("127.0.0.1", good.port, "alice", good.keys["alice"].pkey(), outputs, server.name, at=time.time() + 30)
+    assert report.passed, report.render() + good.context()
+    assert {c.id for c in report.checks} >= {"host-01", "auth-01", "auth-02", "auth-03", "sshd-01", "pam-01"}
 
 
 # --- fault injection: each fails closed and says so in cloud-init status ---------------------------

@@ -99,10 +99,8 @@ PAM_ONLY = ("pam-03", "PAM: no other auth module (common-auth, pam_unix)")
 
 
 def sshd_checks(port: int) -> list[tuple[str, str]]:
-    """(id, required ``sshd -T`` line): what activation demands before it restarts sshd (the lines of
-    ``cloudinit.render.effective_settings``, which needs the whole config; the outputs give the port)."""
-    lines = (*render.EFFECTIVE, f"port {port}")
-    return [(f"sshd-{i:02d}", line) for i, line in enumerate(lines, start=1)]
+    """(id, required ``sshd -T`` line): what activation demands before it restarts sshd."""
+    return [(f"sshd-{i:02d}", line) for i, line in enumerate(render.effective_settings(port), start=1)]
 
 
 def _sshd_spec(check_id: str, line: str) -> tuple[str, str]:
