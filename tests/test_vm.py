@@ -203,6 +203,23 @@ def test_key_and_totp_accepted(good: Boot) -> None:
         assert status == 0 and "alice" in out and "sudo-ok" in out, out
 
 
+def test_vpsctl_verify_passes_against_the_booted_server(good: Boot) -> None:
+    """The day-two command proves the live guest, from stack outputs shaped as the program exports them.
+    One key + TOTP login as alice with the next step's code (DISALLOW_REUSE). It runs before the refusal
+    tests below: OpenSSH >= 9.8 (debian-13) penalises a source address after failed logins
+    (PerSourcePenalties), and every test connects from the same address."""
+    server, pub = good.lab.server, good.lab.host_key.public_openssh
+    outputs = {
+        "servers": {server.name: {"sshPort": server.ssh_port, "hostPublicKey": pub,
+                                  "knownHosts": known_hosts_line("127.0.0.1", good.port, pub)}},
+        "enrollment": {server.name: {a: {"otpauthUri": enrollment.otpauth_uri(s.seed, server.issuer, a, server.name)}
+                                     for a, s in good.lab.admins.items()}},
+    }
+    report = verify("127.0.0.1", good.port, "alice", good.keys["alice"].pkey(), outputs, server.name, at=time.time() + 30)
+    assert report.passed, report.render() + good.context()
+    assert {c.id for c in report.checks} >= {"host-01", "auth-01", "auth-02", "auth-03", "sshd-01", "pam-01"}
+
+
 def test_key_only_refused(good: Boot) -> None:
     with good.login("bob", key=good.keys["bob"].pkey()) as attempt:
         assert not attempt.authenticated
@@ -237,21 +254,6 @@ def test_openssh_batch_mode_with_key_only_refused(good: Boot) -> None:
     done = ssh.openssh_batch(good.port, "alice", good.keys["alice"].path, good.known_hosts)
     assert done.returncode == 255, done
     assert "Permission denied" in done.stderr, done.stderr  # not "Host key verification failed": the pin matched
-
-
-def test_vpsctl_verify_passes_against_the_booted_server(good: Boot) -> None:
-    """The day-two command proves the live guest, from stack outputs shaped as the program exports them.
-    One key + TOTP login as alice with the next step's code (DISALLOW_REUSE; her third login here)."""
-    server, pub = good.lab.server, good.lab.host_key.public_openssh
-    outputs = {
-        "servers": {server.name: {"sshPort": server.ssh_port, "hostPublicKey": pub,
-                                  "knownHosts": known_hosts_line("127.0.0.1", good.port, pub)}},
-        "enrollment": {server.name: {a: {"otpauthUri": enrollment.otpauth_uri(s.seed, server.issuer, a, server.name)}
-                                     for a, s in good.lab.admins.items()}},
-    }
-    report = verify("127.0.0.1", good.port, "alice", good.keys["alice"].pkey(), outputs, server.name, at=time.time() + 30)
-    assert report.passed, report.render() + good.context()
-    assert {c.id for c in report.checks} >= {"host-01", "auth-01", "auth-02", "auth-03", "sshd-01", "pam-01"}
 
 
 # --- fault injection: each fails closed and says so in cloud-init status ---------------------------
