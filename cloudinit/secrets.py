@@ -51,6 +51,12 @@ class HostKey:
         return f"HostKey(public_openssh={self.public_openssh!r}, private_openssh=[secret])"
 
 
+def known_hosts_line(address: str, port: int, public_key: str) -> str:
+    """The ``known_hosts`` line pinning ``public_key`` (type and base64; a comment is dropped)."""
+    host = address if port == 22 else f"[{address}]:{port}"
+    return f"{host} {' '.join(public_key.split()[:2])}"
+
+
 def seed_from_bytes(raw: bytes) -> str:
     if len(raw) < SEED_BYTES:
         raise ValueError(f"a TOTP seed needs {SEED_BYTES} random bytes, got {len(raw)}")

@@ -21,7 +21,15 @@ import pulumi_tls as tls
 from cloudinit import enrollment, render
 from cloudinit.hardening import SEED_BYTES
 from cloudinit.model import ConfigError, Server
-from cloudinit.secrets import BYTES_PER_CODE, AdminSecrets, HostKey, backup_codes_from_bytes, check_seed, seed_from_bytes
+from cloudinit.secrets import (
+    BYTES_PER_CODE,
+    AdminSecrets,
+    HostKey,
+    backup_codes_from_bytes,
+    check_seed,
+    known_hosts_line,
+    seed_from_bytes,
+)
 
 TYPE = "totp-vps:index:TotpServer"
 WAIVER_PREFIX = "totp-vps.waive/"  # policy/policies.py reads these labels
@@ -91,11 +99,6 @@ def waiver_labels(spec: Server, resource: str) -> dict[str, str]:
     if resource == "server" and spec.rebuild:
         labels[f"{WAIVER_PREFIX}srv-03"] = "rebuild"
     return labels
-
-
-def known_hosts_line(address: str, port: int, public_key: str) -> str:
-    host = address if port == 22 else f"[{address}]:{port}"
-    return f"{host} {public_key.strip()}"
 
 
 class TotpServer(pulumi.ComponentResource):

@@ -97,11 +97,6 @@ def login(port: int, user: str, *, key: paramiko.PKey | None = None, code: str |
     return result
 
 
-def known_hosts_line(port: int, host_public_key: str) -> str:
-    """The pinned known_hosts line for the guest as the host reaches it (127.0.0.1, forwarded port)."""
-    return f"[127.0.0.1]:{port} {' '.join(host_public_key.split()[:2])}"
-
-
 def openssh_argv(port: int, user: str, identity: Path, known_hosts: Path, *extra: str) -> list[str]:
     """The OpenSSH client command for the lab guest, host key pinned."""
     return ["ssh", "-i", str(identity), "-p", str(port), "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={known_hosts}",

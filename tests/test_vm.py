@@ -24,7 +24,7 @@ import pytest
 from conftest import require, require_root, require_tool
 
 from cloudinit import enrollment, hardening, render
-from components.totp_server import known_hosts_line
+from cloudinit.secrets import known_hosts_line
 from lab import faults, image, ssh, stack
 from lab.vm import VM, Report
 from vpsctl.verify import verify
@@ -104,7 +104,7 @@ def boots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         out: dict[str | None, Boot] = {}
         for name, vm in vms.items():
             known_hosts = key_dir / f"known_hosts-{name or 'good'}"
-            known_hosts.write_text(ssh.known_hosts_line(vm.host_port, lab.host_key.public_openssh) + "\n")
+            known_hosts.write_text(known_hosts_line("127.0.0.1", vm.host_port, lab.host_key.public_openssh) + "\n")
             out[name] = Boot(vm=vm, report=reports[name], lab=lab, keys=keys, known_hosts=known_hosts)
         print(f"\nlab {release}: image ready in {built:.0f} s; {len(vms)} guests booted at once; cloud-init done after "
               + ", ".join(f"{n or 'good'} {vm.ready_after:.0f} s" for n, vm in vms.items()), file=sys.stderr)
