@@ -20,8 +20,11 @@ from types import FrameType
 import pyotp
 
 from cloudinit import enrollment
+from cloudinit.model import ConfigError
+from cloudinit.secrets import known_hosts_line
 from lab import image, ssh, stack
 from lab.vm import VM, Report, VMError
+from vpsctl.errors import EXIT_USAGE, CliError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             if report.status != "done" or report.errors:
                 return _fail(report, vm)
             known_hosts = keys_dir / "known_hosts"
-            known_hosts.write_text(ssh.known_hosts_line(vm.host_port, lab.host_key.public_openssh) + "\n")
+            known_hosts.write_text(known_hosts_line("127.0.0.1", vm.host_port, lab.host_key.public_openssh) + "\n")
             if args.check:
                 return _check(lab, admin, keys[admin], vm)
             _enrollment(lab, admin, vm.host_port, identity, known_hosts)
@@ -137,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(args)
+    except (CliError, ConfigError) as exc:  # bad input (the file or a setting): one line, exit 2, like vpsctl
+        print(f"lab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (VMError, image.ImageError, ValueError, OSError) as exc:
         print(f"lab: error: {exc}", file=sys.stderr)
         return 1

@@ -4,7 +4,6 @@ with lab-only overrides (guest image, SSH port, throwaway admin keys)."""
 from __future__ import annotations
 
 import copy
-import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from cloudinit import render, secrets, stackconfig
 from cloudinit.model import Server
-from vpsctl.files import load_yaml
+from vpsctl.files import load_stack_file, write_private
 from vpsctl.render import server_secrets
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "Pulumi.example.yaml"
@@ -39,10 +38,8 @@ class LabKey:
 def make_key(directory: Path, name: str) -> LabKey:
     key = ed25519.Ed25519PrivateKey.generate()
     path = directory / f"id_ed25519_{name}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                       serialization.NoEncryption()))
+    write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                          serialization.NoEncryption()))
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     (directory / f"id_ed25519_{name}.pub").write_text(f"{public} lab-{name}\n")
     return LabKey(path=path, public=f"{public} lab-{name}")
@@ -88,10 +85,8 @@ def lab_config(document: Mapping[str, Any], *, server: str | None = None, image:
 
 
 def load_document(path: Path = EXAMPLE) -> Mapping[str, Any]:
-    document = load_yaml(str(path), "--config")
-    if not isinstance(document, Mapping):
-        raise ValueError(f"{path} is not a stack config")
-    return document
+    """The stack file (the example by default), read as ``vpsctl`` reads it."""
+    return load_stack_file(str(path))
 
 
 def render_server(server: Server) -> LabServer:

@@ -18,7 +18,7 @@ import pulumi
 from cloudinit import stackconfig
 from components import mockengine
 from vpsctl.errors import EXIT_FAIL, CliError
-from vpsctl.files import load_json, load_yaml
+from vpsctl.files import load_json, load_stack_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,10 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(plain, secret) config values of our namespace; validated like `pulumi up` validates them."""
-    document = load_yaml(path, "--config")
-    if not isinstance(document, Mapping):
-        raise CliError(f"--config: {path} is not a stack config (want a mapping with a 'config' key)")
-    plain, secure = stackconfig.from_stack_file(document)
+    plain, secure = stackconfig.from_stack_file(load_stack_file(path))
     stackconfig.parse(plain)  # a bad value fails here with the setting's name (ConfigError: exit 2)
     if secure:
         # Encrypted values need the Pulumi CLI to decrypt; seed overrides change no policy-relevant shape.

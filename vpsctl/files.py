@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ def load_yaml(path: str, what: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise CliError(f"{what}: {path}{where} is not valid YAML") from None
+
+
+def load_stack_file(path: str) -> Mapping[str, Any]:
+    """A ``Pulumi.<stack>.yaml`` file as a mapping (its settings sit under ``config``)."""
+    document = load_yaml(path, "--config")
+    if not isinstance(document, Mapping):
+        raise CliError(f"--config: {path} is not a stack config (want a mapping with a 'config' key)")
+    return document
 
 
 def load_json(path: str, what: str) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 from cloudinit import render, secrets, stackconfig
 from cloudinit.model import ConfigError, Server
 from vpsctl.errors import CliError
-from vpsctl.files import load_json, load_yaml, write_private
+from vpsctl.files import load_json, load_stack_file, write_private
 
 SECRETS_FILE = "secrets.json"
 
@@ -24,10 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: str) -> stackconfig.StackConfig:
-    document = load_yaml(path, "--config")
-    if not isinstance(document, Mapping):
-        raise CliError(f"--config: {path} is not a stack config (want a mapping with a 'config' key)")
-    plain, _encrypted = stackconfig.from_stack_file(document)
+    plain, _encrypted = stackconfig.from_stack_file(load_stack_file(path))
     return stackconfig.parse(plain)
 
 
