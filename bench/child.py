@@ -1,10 +1,11 @@
-"""One measurement in a fresh interpreter: ``python -m bench.child PROGRAM SERVERS ADMINS MEMORY``.
+"""One measurement in a fresh interpreter: ``python -m bench.child PROGRAM SERVERS ADMINS MEMORY [BYTES [WITHOUT]]``.
 
 PROGRAM is ``ours`` (the real ``__main__.py``) or ``baseline`` (bench/baseline.py); MEMORY is ``rss``
 (time the run; report the process's peak resident set), ``tracemalloc`` (trace the run's Python
 allocations; tracing slows the run, so its time is not used) or ``nogc`` (time the run with the cyclic
-garbage collector off: the cost of the code alone, without CPython's full collections). Prints one
-JSON object.
+garbage collector off: the cost of the code alone, without CPython's full collections). WITHOUT
+(``ours`` only, comma-separated): parts of our work replaced by constants, to see what each costs (an
+ablation; such a run is never a result, only a difference against the real one). Prints one JSON object.
 
 Both programs run through the same ``components.mockengine.run``. Everything both need is imported
 before the clock starts (the mock engine lives in ``components``, so that includes our modules), so
@@ -19,6 +20,7 @@ import resource
 import sys
 import time
 import tracemalloc
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -54,7 +56,41 @@ def _time_calls(spent: dict[str, float]) -> None:
     timed(render, "render_user_data", "render")
 
 
-def measure(program: str, servers: int, admins: int, memory: str, user_data_bytes: int) -> dict[str, Any]:
+def _without(parts: Sequence[str], user_data_bytes: int) -> None:
+    """Replace parts of our work by constants of the same size (an ablation, see the module doc)."""
+    import pulumi
+
+    from cloudinit import enrollment, render
+    from components import program, totp_server
+
+    qr = enrollment.terminal_qr(enrollment.otpauth_uri("A" * 32, "fleet", "admin0", "srv-0"))
+    user_data = "#cloud-config\n" + "#" * max(0, user_data_bytes - 14)
+    build = program.build
+    constants: dict[str, list[tuple[Any, str, Any]]] = {
+        # the terminal QR codes
+        "qr": [(enrollment, "terminal_qr", lambda uri: qr)],
+        # both renders: the pre-registration size check and the user-data
+        "render": [(render, "check_fits", lambda server: None), (render, "render_user_data", lambda *args: user_data)],
+        # no component outputs and no stack exports, as in the baseline
+        "outputs": [
+            (program, "build", lambda: (build(), {})[1]),
+            (totp_server.TotpServer, "register_outputs",
+             lambda self, outputs: pulumi.ComponentResource.register_outputs(self, {})),
+        ],
+    }
+    for part in parts:
+        if part not in constants:
+            raise SystemExit(f"unknown part {part!r}: one of {', '.join(ABLATIONS)}")
+        for owner, attr, constant in constants[part]:
+            setattr(owner, attr, constant)
+
+
+ABLATIONS = ("qr", "render", "outputs")
+
+
+def measure(
+    program: str, servers: int, admins: int, memory: str, user_data_bytes: int, without: Sequence[str] = ()
+) -> dict[str, Any]:
     from bench import baseline
     from components import mockengine
     from tests.configs import fleet
@@ -64,6 +100,7 @@ def measure(program: str, servers: int, admins: int, memory: str, user_data_byte
     spent: dict[str, float] = {}
     if program == "ours":
         config = fleet(servers, admins)
+        _without(without, user_data_bytes)
         _time_calls(spent)
     elif program == "baseline":
         body = baseline.program(servers, admins, user_data_bytes)
@@ -73,9 +110,9 @@ def measure(program: str, servers: int, admins: int, memory: str, user_data_byte
         tracemalloc.start()
     elif memory == "nogc":
         gc.disable()
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
     run = mockengine.run(config, program=body)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu, main = time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - main
     peak = tracemalloc.get_traced_memory()[1] if memory == "tracemalloc" else None
     tracemalloc.stop()
     return {
@@ -87,6 +124,7 @@ def measure(program: str, servers: int, admins: int, memory: str, user_data_byte
         "shape": shape(run.registrations),
         "wall_s": wall,
         "cpu_s": cpu,
+        "main_cpu_s": main,  # the program's own thread; the mock engine's monitor calls run in a pool
         "tracemalloc_peak_bytes": peak,
         "spent_s": spent,
         "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # Linux: KiB
@@ -96,7 +134,8 @@ def measure(program: str, servers: int, admins: int, memory: str, user_data_byte
 def main(argv: list[str]) -> int:
     program, servers, admins, memory = argv[0], int(argv[1]), int(argv[2]), argv[3]
     user_data_bytes = int(argv[4]) if len(argv) > 4 else 0
-    print(json.dumps(measure(program, servers, admins, memory, user_data_bytes)))
+    without = [p for p in argv[5].split(",") if p] if len(argv) > 5 else []
+    print(json.dumps(measure(program, servers, admins, memory, user_data_bytes, without)))
     return 0
 
 

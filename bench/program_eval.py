@@ -18,10 +18,11 @@ MEMORY_RATIO_BAR = 1.5
 LINEAR_BAR = 12.0
 
 
-def child(program: str, servers: int, memory: str, user_data_bytes: int) -> dict[str, Any]:
+def child(program: str, servers: int, memory: str, user_data_bytes: int, without: tuple[str, ...] = ()) -> dict[str, Any]:
     """One measurement in a fresh interpreter (nothing shared: imports, caches, heap)."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.child", program, str(servers), str(ADMINS), memory, str(user_data_bytes)],
+        [sys.executable, "-m", "bench.child", program, str(servers), str(ADMINS), memory, str(user_data_bytes),
+         ",".join(without)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )
     if out.returncode != 0:
@@ -100,7 +101,7 @@ def run(runs: int, user_data_bytes: int) -> Section:
                 "RSS ratio"), memory_rows),
         "",
         "- Time: wall time of `mockengine.run()` in the child, after the imports both programs share.",
-        "  \"of ours\": time inside `enrollment.terminal_qr` (segno) and `render.render_user_data` (the",
+        "  \"of ours\": time inside `enrollment.terminal_qr` (zxing-cpp) and `render.render_user_data` (the",
         "  size check's render included). \"GC off\": the same runs with `gc.disable()` in both children",
         f"  ({max(1, runs // 2)} each): the code's own cost; 100/10 with GC off: ours {g100 / g10:.1f} x.",
         "- Heap: `tracemalloc` peak over the run, the Python memory the evaluation itself needs; the bar is",
@@ -110,4 +111,45 @@ def run(runs: int, user_data_bytes: int) -> Section:
         "  (type tokens, parents, `depends_on`, secret outputs: checked equal per run), constant inputs and",
         f"  a constant {user_data_bytes}-byte user-data, no outputs; it runs through the same mock engine.",
     ]
+    section.detail += ["", *_ablation(runs, user_data_bytes)]
     return section
+
+
+# What each part of our work costs at 100 servers: the same program with that part replaced by a
+# constant (bench/child.py). "outputs": no component outputs and no stack exports, as in the baseline.
+ABLATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ours", ()),
+    ("without the terminal QR codes", ("qr",)),
+    ("without rendering (size check + user-data)", ("render",)),
+    ("without outputs and exports", ("outputs",)),
+    ("without all three", ("qr", "render", "outputs")),
+)
+
+
+def _ablation(runs: int, user_data_bytes: int) -> list[str]:
+    servers = SIZES[-1]
+    measured: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(runs):  # interleaved, like the main table
+        for label, without in ABLATIONS:
+            measured.setdefault(label, []).append(child("ours", servers, "rss", user_data_bytes, without))
+        measured.setdefault("baseline", []).append(child("baseline", servers, "rss", user_data_bytes))
+
+    def med(label: str, key: str) -> float:
+        return median([m[key] for m in measured[label]])
+
+    base, ours = med("baseline", "wall_s"), med("ours", "wall_s")
+    ours_cpu, base_cpu = med("ours", "main_cpu_s"), med("baseline", "main_cpu_s")
+    rows = [
+        (label, f"{med(label, 'wall_s'):.3f}", f"{med(label, 'wall_s') - ours:+.3f}",
+         f"{med(label, 'main_cpu_s'):.3f}", f"{med(label, 'main_cpu_s') - ours_cpu:+.3f}")
+        for label, _ in ABLATIONS
+    ]
+    rows.append(("bare baseline", f"{base:.3f}", f"{base - ours:+.3f}", f"{base_cpu:.3f}", f"{base_cpu - ours_cpu:+.3f}"))
+    return [
+        f"Where the time goes at {servers} servers (medians of {runs} fresh interpreters each, interleaved; GC on): "
+        "our program with one part of its work replaced by a constant of the same size. The differences",
+        "are what a part costs in place, its garbage collection included; the time ratio is the table above's.",
+        "Main-thread CPU is the program's own thread (the mock engine's monitor calls run in a thread pool).",
+        "",
+        *table(("program", "wall s", "vs ours", "main-thread CPU s", "vs ours"), rows),
+    ]
