@@ -80,12 +80,9 @@ def _without(parts: Sequence[str], user_data_bytes: int) -> None:
     }
     for part in parts:
         if part not in constants:
-            raise SystemExit(f"unknown part {part!r}: one of {', '.join(ABLATIONS)}")
+            raise SystemExit(f"unknown part {part!r}: one of {', '.join(constants)}")
         for owner, attr, constant in constants[part]:
             setattr(owner, attr, constant)
-
-
-ABLATIONS = ("qr", "render", "outputs")
 
 
 def measure(
