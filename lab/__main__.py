@@ -68,14 +68,14 @@ def _enrollment(lab: stack.LabServer, admin: str, port: int, identity: Path | No
 def _check(lab: stack.LabServer, admin: str, key: stack.LabKey, vm: VM) -> int:
     """Key + TOTP logs in and sudo works; key alone does not. Powers the guest off through the login."""
     with ssh.login(vm.host_port, admin, key=key.pkey(), pinned=lab.host_key.public_openssh) as key_only:
-        if key_only.authenticated:
+        if key_only.accepted:
             _say("lab: check FAILED: the key alone logged in")
             return 1
     code = pyotp.TOTP(lab.admins[admin].seed).now()
-    attempt = ssh.login(vm.host_port, admin, key=key.pkey(), code=code, pinned=lab.host_key.public_openssh)
+    attempt = ssh.login(vm.host_port, admin, key=key.pkey(), code=code, pinned=lab.host_key.public_openssh, keep=True)
     try:
-        if not attempt.authenticated:
-            _say(f"lab: check FAILED: key + TOTP refused at {attempt.stage}: {attempt.detail}")
+        if not attempt.accepted:
+            _say(f"lab: check FAILED: key + TOTP: {attempt}")
             return 1
         status, out = attempt.run("sudo -n true && echo sudo-ok")
         if status != 0 or "sudo-ok" not in out:

@@ -1,10 +1,12 @@
-"""Logging in to a lab guest from the host: paramiko for key + TOTP, the OpenSSH client for batch mode."""
+"""Logging in over SSH from the host: one paramiko client for key + TOTP (the lab guest, the loopback sshd
+of the tests, the login benchmark), the OpenSSH client for batch mode."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -16,23 +18,38 @@ class HostKeyMismatch(paramiko.SSHException):
 
 @dataclass
 class Login:
-    """The outcome of one login attempt; close() it."""
+    """What one login attempt did, step by step (never holds a secret). With ``login(..., keep=True)`` an
+    accepted login keeps its connection open for :meth:`run`: close it (or use ``with``)."""
 
     user: str
-    authenticated: bool
-    """The server accepted the login (a session may be opened)."""
-    stage: str
-    """How far it got: connect, publickey, keyboard-interactive, password, done."""
-    detail: str = ""
     host_key: str = ""
-    """The host key the server presented (``type base64``)."""
-    prompts: list[str] = field(default_factory=list)
-    """Keyboard-interactive prompts seen."""
+    """The host key the server presented (``ssh-ed25519 AAAA...``)."""
+    steps: tuple[tuple[str, str], ...] = ()
+    """(method, outcome) in order; outcome is success, partial, refused, not-offered (the server does
+    not take that method now) or disconnected."""
+    prompts: tuple[str, ...] = ()
+    """Every keyboard-interactive prompt the server showed."""
     transport: paramiko.Transport | None = None
 
+    @property
+    def accepted(self) -> bool:
+        return bool(self.steps) and self.steps[-1][1] == "success"
+
+    @property
+    def refused_at(self) -> str | None:
+        """The method the login ended on when the server turned it down (None if accepted, or if the
+        client stopped after a partial success)."""
+        if self.steps and self.steps[-1][1] in ("refused", "not-offered", "disconnected"):
+            return self.steps[-1][0]
+        return None
+
+    def __str__(self) -> str:
+        steps = ", ".join(f"{m}: {o}" for m, o in self.steps) or "no step"
+        return f"login {'ACCEPTED' if self.accepted else 'not accepted'} ({steps}; prompts {list(self.prompts)})"
+
     def run(self, command: str, timeout: float = 60) -> tuple[int, str]:
-        """Run ``command`` in a session of this (authenticated) login: (exit status, stdout+stderr)."""
-        if self.transport is None or not self.authenticated:
+        """Run ``command`` in a session of this (accepted, kept) login: (exit status, stdout+stderr)."""
+        if self.transport is None or not self.accepted:
             raise paramiko.SSHException("not logged in")
         channel = self.transport.open_session(timeout=timeout)
         channel.settimeout(timeout)
@@ -58,42 +75,73 @@ def key_line(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.get_base64()}"
 
 
-def login(port: int, user: str, *, key: paramiko.PKey | None = None, code: str | None = None,
-          password: str | None = None, pinned: str | None = None, timeout: float = 30) -> Login:
-    """Try to log in as ``user`` on 127.0.0.1:``port`` with the given factors, in sshd's order
-    (publickey, then keyboard-interactive answered with ``code``; or a password). Never raises for a
-    refused login: the result says how far it got."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    transport = paramiko.Transport(sock)
-    result = Login(user=user, authenticated=False, stage="connect", transport=transport)
+def login(
+    port: int,
+    user: str,
+    *,
+    key: paramiko.PKey | Sequence[paramiko.PKey] | None = None,
+    password: str | None = None,
+    code: str | None = None,
+    pinned: str | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 30,
+    keep: bool = False,
+) -> Login:
+    """Log in like a client would: the key first (if given; several are offered in order, like an agent
+    holding several keys, until one is accepted), then a password (if given), then the code over
+    keyboard-interactive (if given; it answers every prompt). Stops at the first refusal and never
+    raises for one. ``pinned``: the known_hosts key (``type base64 [comment]``) the server must present,
+    checked before any credential is sent (HostKeyMismatch otherwise). ``keep``: an accepted login stays
+    connected for :meth:`Login.run`."""
+    prompts: list[str] = []
+
+    def answer(_title: str, _instructions: str, asked: Sequence[tuple[str, bool]]) -> list[str]:
+        prompts.extend(text for text, _echo in asked)
+        return [code or "" for _ in asked]
+
+    keys = [key] if isinstance(key, paramiko.PKey) else list(key or [])
+    transport = paramiko.Transport(socket.create_connection((host, port), timeout=timeout))
+    result = Login(user=user)
     try:
-        transport.start_client(timeout=timeout)
+        transport.banner_timeout = transport.auth_timeout = timeout
+        try:
+            transport.start_client(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError):
+            result.steps = (("connect", "disconnected"),)
+            return result
         result.host_key = key_line(transport.get_remote_server_key())
         if pinned is not None and result.host_key != " ".join(pinned.split()[:2]):
             raise HostKeyMismatch(f"host key {result.host_key[:40]}... is not the pinned one")
-        if key is not None:
-            result.stage = "publickey"
-            transport.auth_publickey(user, key)
-        if code is not None:
-            result.stage = "keyboard-interactive"
 
-            def answer(_title: str, _instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
-                result.prompts.extend(p for p, _echo in prompts)
-                return [code for _ in prompts]
+        def attempt(method: str, call: Callable[[], list[str]]) -> str:
+            try:
+                remaining = call()
+            except paramiko.BadAuthenticationType:
+                outcome = "not-offered"
+            except paramiko.AuthenticationException:
+                outcome = "refused"
+            except (paramiko.SSHException, EOFError, OSError):
+                outcome = "disconnected"
+            else:
+                outcome = "success" if transport.is_authenticated() and not remaining else "partial"
+            result.steps += ((method, outcome),)
+            return outcome
 
-            transport.auth_interactive(user, answer)
-        if password is not None:
-            result.stage = "password"
-            transport.auth_password(user, password)
-        result.authenticated = transport.is_authenticated()
-        if result.authenticated:
-            result.stage = "done"
-    except HostKeyMismatch:
-        transport.close()
-        raise
-    except (paramiko.SSHException, OSError) as exc:  # AuthenticationException and BadAuthenticationType included
-        result.detail = f"{type(exc).__name__}: {exc}"
-        result.authenticated = transport.is_authenticated()
+        outcome = "partial"
+        for each in keys:  # like an agent: the next key after a refused one
+            outcome = attempt("publickey", lambda k=each: transport.auth_publickey(user, k))  # type: ignore[misc]
+            if outcome != "refused":
+                break
+        if outcome == "partial" and password is not None:
+            outcome = attempt("password", lambda: transport.auth_password(user, password, fallback=False))
+        if outcome == "partial" and code is not None:
+            outcome = attempt("keyboard-interactive", lambda: transport.auth_interactive(user, answer))
+    finally:
+        result.prompts = tuple(prompts)
+        if keep and result.accepted:
+            result.transport = transport
+        else:
+            transport.close()
     return result
 
 

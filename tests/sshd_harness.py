@@ -21,7 +21,7 @@ When the namespace's first process ends the kernel ends every sshd in it, and al
 API:
 - ``running_sshd(user_data, *, dropin=REAL_DROPIN, files=None, root_keys=()) -> ContextManager[Sshd]``
 - ``Sshd``: ``port``, ``host_key``, ``homes``, ``login(user, **kw) -> Login``, ``logs()``, ``stop()``
-- ``login(port, user, *, key=None, password=None, code=None) -> Login`` (``accepted``, ``refused_at``,
+  (``lab.ssh.login`` against this server: ``accepted``, ``refused_at``,
   ``steps``, ``prompts``, ``host_key``; ``str()`` is a one-line summary without secrets)
 - ``sshd_config(user_data, "-T", dropin=..., files=...) -> CompletedProcess``; ``effective(stdout)``
 - ``new_key(comment, kind="ed25519")``, ``load_private_key(text)``
@@ -46,7 +46,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from lab.ssh import Login, login
+
 SSHD = "/usr/sbin/sshd"
 REAL_DROPIN = "/etc/totp-vps/sshd.conf"  # what activation installs: key + TOTP
 LOCKDOWN_DROPIN = "/etc/ssh/sshd_config.d/00-totp-vps.conf"  # what the first boot writes: nobody in
@@ -62,91 +64,6 @@ PAM_FILE = "/etc/totp-vps/pam-sshd"
 HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key"
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
 _FIRST_UID = 61000
-
-
-# ----------------------------------------------------------------------------------------------- login
-
-
-@dataclass(frozen=True)
-class Login:
-    """What one login attempt did, step by step (never holds a secret)."""
-
-    steps: tuple[tuple[str, str], ...]
-    """(method, outcome) in order; outcome is success, partial, refused, not-offered (the server does
-    not take that method now) or disconnected."""
-    prompts: tuple[str, ...]
-    """Every keyboard-interactive prompt the server showed."""
-    host_key: str
-    """The host key the server presented (``ssh-ed25519 AAAA...``)."""
-
-    @property
-    def accepted(self) -> bool:
-        return bool(self.steps) and self.steps[-1][1] == "success"
-
-    @property
-    def refused_at(self) -> str | None:
-        """The method the login ended on when the server turned it down (None if accepted, or if the
-        client stopped after a partial success)."""
-        if self.steps and self.steps[-1][1] in ("refused", "not-offered", "disconnected"):
-            return self.steps[-1][0]
-        return None
-
-    def __str__(self) -> str:
-        steps = ", ".join(f"{m}: {o}" for m, o in self.steps) or "no step"
-        return f"login {'ACCEPTED' if self.accepted else 'not accepted'} ({steps}; prompts {list(self.prompts)})"
-
-
-def login(
-    port: int,
-    user: str,
-    *,
-    key: paramiko.PKey | Sequence[paramiko.PKey] | None = None,
-    password: str | None = None,
-    code: str | None = None,
-    host: str = "127.0.0.1",
-    timeout: float = 10.0,
-) -> Login:
-    """Log in like a client would: the key first (if given; several are offered in order, like an agent
-    holding several keys, until one is accepted), then a password (if given), then the code over
-    keyboard-interactive (if given; it answers every prompt). Stops at the first refusal."""
-    steps: list[tuple[str, str]] = []
-    prompts: list[str] = []
-
-    def answer(_title: str, _instructions: str, asked: Sequence[tuple[str, bool]]) -> list[str]:
-        prompts.extend(text for text, _echo in asked)
-        return [code or "" for _ in asked]
-
-    keys = [key] if isinstance(key, paramiko.PKey) else list(key or [])
-    with socket.create_connection((host, port), timeout=timeout) as sock, paramiko.Transport(sock) as transport:
-        transport.banner_timeout = transport.auth_timeout = timeout
-        transport.start_client(timeout=timeout)
-        server_key = transport.get_remote_server_key()
-        host_key = f"{server_key.get_name()} {server_key.get_base64()}"
-
-        def attempt(method: str, call: Callable[[], list[str]]) -> str:
-            try:
-                remaining = call()
-            except paramiko.BadAuthenticationType:
-                outcome = "not-offered"
-            except paramiko.AuthenticationException:
-                outcome = "refused"
-            except (paramiko.SSHException, EOFError, OSError):
-                outcome = "disconnected"
-            else:
-                outcome = "success" if transport.is_authenticated() and not remaining else "partial"
-            steps.append((method, outcome))
-            return outcome
-
-        outcome = "partial"
-        for each in keys:  # like an agent: the next key after a refused one
-            outcome = attempt("publickey", lambda k=each: transport.auth_publickey(user, k))  # type: ignore[misc]
-            if outcome != "refused":
-                break
-        if outcome == "partial" and password is not None:
-            outcome = attempt("password", lambda: transport.auth_password(user, password, fallback=False))
-        if outcome == "partial" and code is not None:
-            outcome = attempt("keyboard-interactive", lambda: transport.auth_interactive(user, answer))
-    return Login(steps=tuple(steps), prompts=tuple(prompts), host_key=host_key)
 
 
 def load_private_key(openssh_private: str) -> paramiko.PKey:

@@ -22,11 +22,12 @@ import paramiko
 import pyotp
 import pytest
 from conftest import require_root, require_tool
-from sshd_harness import LOCKDOWN_DROPIN, PAM_FILE, REAL_DROPIN, Login, Sshd, effective, new_key, running_sshd, sshd_config
+from sshd_harness import LOCKDOWN_DROPIN, PAM_FILE, REAL_DROPIN, Sshd, effective, new_key, running_sshd, sshd_config
 
 from cloudinit import Admin, Server, hardening, render_user_data
 from cloudinit.render import effective_settings, write_files
 from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_host_key
+from lab.ssh import Login
 
 # One admin per concern (see the module docstring).
 ADMINS = ("ok", "keyonly", "wrongcode", "nokey", "reuse", "scratch", "ratelimit", "nofile", "pw", "agent")

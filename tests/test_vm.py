@@ -57,7 +57,8 @@ class Boot:
 
     def login(self, admin: str, *, key: paramiko.PKey | None = None, code: str | None = None,
               password: str | None = None) -> ssh.Login:
-        return ssh.login(self.port, admin, key=key, code=code, password=password, pinned=self.lab.host_key.public_openssh)
+        return ssh.login(self.port, admin, key=key, code=code, password=password, pinned=self.lab.host_key.public_openssh,
+                         keep=True)
 
     def context(self) -> str:
         """What to show when an assertion about this guest fails (no secrets: status and console)."""
@@ -197,7 +198,7 @@ def test_host_key_is_the_pinned_one(good: Boot) -> None:
 
 def test_key_and_totp_accepted(good: Boot) -> None:
     with good.login("alice", key=good.keys["alice"].pkey(), code=good.seed("alice").now()) as attempt:
-        assert attempt.authenticated, attempt.detail + good.context()
+        assert attempt.accepted, f"{attempt}{good.context()}"
         assert attempt.prompts and "code" in attempt.prompts[0].lower()
         status, out = attempt.run("id -un && sudo -n true && echo sudo-ok")
         assert status == 0 and "alice" in out and "sudo-ok" in out, out
@@ -222,32 +223,31 @@ def test_vpsctl_verify_passes_against_the_booted_server(good: Boot) -> None:
 
 def test_key_only_refused(good: Boot) -> None:
     with good.login("bob", key=good.keys["bob"].pkey()) as attempt:
-        assert not attempt.authenticated
-        assert attempt.stage == "publickey" and attempt.detail == ""  # the key was a partial success, no more
+        assert attempt.steps == (("publickey", "partial"),), attempt  # the key was a partial success, no more
 
 
 def test_code_without_key_refused(good: Boot) -> None:
     with good.login("alice", code=good.seed("alice").now()) as attempt:
-        assert not attempt.authenticated and attempt.detail, attempt
+        assert not attempt.accepted and attempt.refused_at is not None, attempt
 
 
 def test_key_and_wrong_code_refused(good: Boot) -> None:
     code = wrong_code(good.seed("alice"))
     with good.login("alice", key=good.keys["alice"].pkey(), code=code) as attempt:
-        assert not attempt.authenticated and attempt.stage == "keyboard-interactive", attempt
+        assert not attempt.accepted and attempt.refused_at == "keyboard-interactive", attempt
 
 
 def test_password_refused(good: Boot) -> None:
     with good.login("alice", password="correct horse battery staple") as attempt:
-        assert not attempt.authenticated
+        assert not attempt.accepted, attempt
 
 
 def test_backup_code_accepted_once(good: Boot) -> None:
     code = good.lab.admins["bob"].backup_codes[0]
     with good.login("bob", key=good.keys["bob"].pkey(), code=code) as first:
-        assert first.authenticated, first.detail + good.context()
+        assert first.accepted, f"{first}{good.context()}"
     with good.login("bob", key=good.keys["bob"].pkey(), code=code) as second:
-        assert not second.authenticated and second.stage == "keyboard-interactive", second
+        assert not second.accepted and second.refused_at == "keyboard-interactive", second
 
 
 def test_openssh_batch_mode_with_key_only_refused(good: Boot) -> None:
@@ -274,12 +274,11 @@ def test_fault_fails_closed(boots: dict[str | None, Boot], fault: str) -> None:
     admin = boot.lab.server.admin_names[0]
     key = boot.keys[admin].pkey()
     with boot.login(admin, key=key) as key_only:
-        assert not key_only.authenticated, key_only
+        assert not key_only.accepted, key_only
     with boot.login(admin, key=key, code=boot.seed(admin).now()) as key_and_code:
-        assert not key_and_code.authenticated, key_and_code
-        assert key_and_code.stage == "publickey", key_and_code  # refused at the key: the lockdown denies everyone
+        assert key_and_code.refused_at == "publickey", key_and_code  # refused at the key: the lockdown denies everyone
     with boot.login(admin, password="correct horse battery staple") as password:
-        assert not password.authenticated
+        assert not password.accepted, password
     done = ssh.openssh_batch(boot.port, admin, boot.keys[admin].path, boot.known_hosts)
     assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr
 
