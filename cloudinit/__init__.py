@@ -2,6 +2,6 @@
 
 from cloudinit.model import Admin, ConfigError, Server
 from cloudinit.render import check_fits, render_user_data
-from cloudinit.secrets import AdminSecrets, HostKey
+from cloudinit.secrets import AdminSecrets, KeyPair
 
-__all__ = ["Admin", "AdminSecrets", "ConfigError", "HostKey", "Server", "check_fits", "render_user_data"]
+__all__ = ["Admin", "AdminSecrets", "ConfigError", "KeyPair", "Server", "check_fits", "render_user_data"]

@@ -23,12 +23,13 @@ _GLYPHS = str.maketrans({0: "\u2588", 1: "\u2580", 2: "\u2584", 3: " "})
 _DARK = bytes(1 if value < 128 else 0 for value in range(256))  # pixel value -> 1 for a dark module
 
 
-def account(admin: str, server: str) -> str:
-    return f"{admin}@{server}"
+def account(admin: str, server: str, *, sudo: bool = False) -> str:
+    """The account name an app shows: ``alice@web-1``, and ``alice@web-1 sudo`` for the code sudo asks for."""
+    return f"{admin}@{server}{' sudo' if sudo else ''}"
 
 
-def otpauth_uri(seed: str, issuer: str, admin: str, server: str) -> str:
-    label = quote(f"{issuer}:{account(admin, server)}", safe=":@")
+def otpauth_uri(seed: str, issuer: str, account_name: str) -> str:
+    label = quote(f"{issuer}:{account_name}", safe=":@")
     query = urlencode({"secret": seed, "issuer": issuer, "algorithm": ALGORITHM, "digits": DIGITS, "period": PERIOD})
     return f"otpauth://totp/{label}?{query}"
 

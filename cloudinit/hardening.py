@@ -21,6 +21,9 @@ IMAGES: dict[str, Version] = {
     "ubuntu-24.04": (9, 6),
 }
 
+# PerSourcePenalties (and PerSourcePenaltyExemptList) appeared in OpenSSH 9.8.
+PER_SOURCE_PENALTIES: Version = (9, 8)
+
 # The PAM module's package: the same name on every supported image.
 PAM_PACKAGE = {image: "libpam-google-authenticator" for image in IMAGES}
 

@@ -1,157 +1,134 @@
-"""Render one server's ``#cloud-config`` user-data from the validated model. Pure: no Pulumi, no I/O
-beyond reading the template files once."""
+"""Render one server's ``#cloud-config`` user-data from the validated model. Pure: no Pulumi, no I/O beyond
+reading the template and agent files once.
+
+The user-data only lays the ground for the agent: a lockdown drop-in sshd reads until activation, the agent
+itself, the first desired state, the metadata block and the boot unit; runcmd runs the agent, which does
+the rest exactly as it does for every later change. Before the text is returned it is parsed back the way
+cloud-init reads it and judged against the model (cloudinit.cloudconfig): a renderer bug cannot ship.
+"""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
-import jinja2
-import yaml
-
-from cloudinit import hardening
+from agent import state as st
+from cloudinit import desired, hardening
 from cloudinit.model import HETZNER_USER_DATA_LIMIT, ConfigError, Server
-from cloudinit.secrets import AdminSecrets, HostKey, fresh_host_key, seed_from_bytes
+from cloudinit.secrets import AdminSecrets, KeyPair, fresh_key_pair, seed_from_bytes
+from cloudinit.templating import template
 
-VERSION = "0.1.0"
-
-DROPIN = "/etc/ssh/sshd_config.d/00-totp-vps.conf"
+VERSION = desired.VERSION
 STAGE = "/etc/totp-vps"
-PATHS = {"dropin": DROPIN, "stage": STAGE}
-
-# What activate.sh demands from `sshd -T` before it restarts sshd (keys are lowercased by sshd).
-EFFECTIVE = (
-    "usepam yes",
-    "authenticationmethods publickey,keyboard-interactive",
-    "pubkeyauthentication yes",
-    "kbdinteractiveauthentication yes",
-    "passwordauthentication no",
-    "permitemptypasswords no",
-    "permitrootlogin no",
-)
+BOOT_STATE = f"{STAGE}/desired.json"
+METADATA_NFT = f"{STAGE}/metadata.nft"
+AGENT_BUNDLE = "/usr/local/lib/totp-vps/agent.bundle"
+BOOT_UNIT = "/etc/systemd/system/totp-vps-boot.service"
+PATHS = {"stage": STAGE, "dropin": st.DROPIN, "metadata_nft": METADATA_NFT}
+GZIP, BASE64 = "gz+b64", "b64"  # cloud-init's write_files encodings: base64 of gzip, base64
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("cloudinit", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - YAML and shell, not HTML; values are quoted with |q
-    )
-    # JSON is valid YAML flow syntax: a safe way to quote any string or list.
-    env.filters["q"] = lambda value: json.dumps(list(value) if isinstance(value, tuple) else value)
-    return env
+@dataclass(frozen=True)
+class WriteFile:
+    """One write_files entry: the bytes cloud-init writes (decoded), their mode and how they are encoded."""
+
+    path: str
+    mode: str
+    data: bytes
+    encoding: str | None = None
+
+    @property
+    def encoded(self) -> str:
+        if self.encoding == GZIP:
+            # mtime 0: the same text always gives the same bytes (the user-data must not change between runs).
+            return base64.b64encode(gzip.compress(self.data, compresslevel=9, mtime=0)).decode()
+        if self.encoding == BASE64:
+            return base64.b64encode(self.data).decode()
+        return self.data.decode()
 
 
-@cache
-def _template(name: str) -> jinja2.Template:
-    # Held here: jinja2's own cache stats the file on every lookup (auto_reload), half of a render.
-    return _environment().get_template(name)
+def text_file(path: str, mode: str, text: str, encoding: str | None = None) -> WriteFile:
+    return WriteFile(path, mode, text.encode(), encoding)
 
 
 def effective_settings(ssh_port: int) -> tuple[str, ...]:
-    """The ``sshd -T`` lines a server on ``ssh_port`` must show (activate.sh, vpsctl verify, the tests)."""
-    return (*EFFECTIVE, f"port {ssh_port}")
+    """The ``sshd -T`` lines a server on ``ssh_port`` must show for an admin (vpsctl verify, the tests)."""
+    return (*st.ADMIN_EFFECTIVE, f"port {ssh_port}")
 
 
-def sshd_dropin(server: Server) -> str:
-    return _template("sshd.conf.j2").render(
-        version=VERSION,
-        hardening_version=hardening.VERSION,
-        server=server,
-        openssh=".".join(map(str, hardening.IMAGES[server.image])),
-        crypto=hardening.crypto_for(server.image),
-        forwarding="yes" if server.allow_forwarding else "no",
-        limits={
-            "max_auth_tries": hardening.MAX_AUTH_TRIES,
-            "login_grace_time": hardening.LOGIN_GRACE_TIME,
-            "max_startups": hardening.MAX_STARTUPS,
-            "client_alive_interval": hardening.CLIENT_ALIVE_INTERVAL,
-            "client_alive_count_max": hardening.CLIENT_ALIVE_COUNT_MAX,
-        },
-    )
+def metadata_block() -> str:
+    return template("metadata-block.sh.j2").render(paths=PATHS)
 
 
-def pam_sshd() -> str:
-    return _template("pam-sshd.j2").render()
+def fixed_files(ssh_port: int) -> list[WriteFile]:
+    """The files the design fixes (everything but the desired state): the gate compares them with these."""
+    return [
+        text_file(st.DROPIN, "0644", st.lockdown(ssh_port)),
+        WriteFile(AGENT_BUNDLE, "0644", desired.agent_bundle()),
+        text_file(desired.AGENT_COMMAND, "0755", desired.agent_files()[st.LAUNCHER]),
+        text_file(BOOT_UNIT, "0644", template("totp-vps-boot.service.j2").render(agent_command=desired.AGENT_COMMAND)),
+    ]
 
 
-def totp_file(secrets: AdminSecrets) -> str:
-    return _template("google_authenticator.j2").render(
-        secrets=secrets, rate_limit=hardening.TOTP_RATE_LIMIT, window_size=hardening.TOTP_WINDOW_SIZE
-    )
+def state_file(state: Mapping[str, Any]) -> WriteFile:
+    return text_file(BOOT_STATE, "0600", json.dumps(state, sort_keys=True, ensure_ascii=False) + "\n", GZIP)
 
 
-def render_user_data(server: Server, admin_secrets: Mapping[str, AdminSecrets], host_key: HostKey) -> str:
-    """The exact user-data for ``server``; raises ConfigError if it would not fit Hetzner's limit."""
-    missing = set(server.admin_names) - set(admin_secrets)
-    if missing:
-        raise ValueError(f"no TOTP secrets for admins {sorted(missing)}")
-    text = _template("cloud-config.yaml.j2").render(
+def render_user_data(server: Server, admin_secrets: Mapping[str, AdminSecrets], host_key: KeyPair, signer: str) -> str:
+    """The exact user-data for ``server``; ``signer``: the public key that signs the server's later changes.
+    Raises ConfigError if it would not fit Hetzner's limit."""
+    from cloudinit import cloudconfig  # the gate parses what this module renders
+
+    state = desired.desired_state(server, admin_secrets, signer)
+    files = [*fixed_files(server.ssh_port)]
+    files.insert(2, state_file(state))
+    text = template("cloud-config.yaml.j2").render(
         version=VERSION,
         server=server,
         host_key=host_key,
-        paths=PATHS,
         pam_package=hardening.PAM_PACKAGE[server.image],
         ntp_servers=hardening.NTP_SERVERS,
         ntp_pools=hardening.NTP_POOLS,
-        metadata_block=_template("metadata-block.sh.j2").render(paths=PATHS),
-        lockdown=_template("lockdown.conf.j2").render(server=server),
-        sshd_conf=sshd_dropin(server),
-        pam_sshd=pam_sshd(),
-        activate=_template("activate.sh.j2").render(
-            paths=PATHS,
-            server=server,
-            pam_package=hardening.PAM_PACKAGE[server.image],
-            effective=effective_settings(server.ssh_port),
-        ),
-        totp_files={name: totp_file(admin_secrets[name]) for name in server.admin_names},
+        metadata_block=metadata_block(),
+        # A block literal always ends with a newline: anything else is written as a quoted string.
+        files=[{"path": f.path, "mode": f.mode, "encoding": f.encoding, "content": f.encoded,
+                "quoted": bool(f.encoding) or not f.encoded.endswith("\n")} for f in files],
+        agent_command=desired.AGENT_COMMAND,
     )
     size = len(text.encode())
     if size > HETZNER_USER_DATA_LIMIT:
+        keys = sum(len(a.ssh_keys) for a in server.admins) + sum(len(a.ssh_keys) for a in server.service_accounts)
         raise ConfigError(
-            f"{server.where}.admins",
-            f"{len(server.admins)} admins, {sum(len(a.ssh_keys) for a in server.admins)} keys",
-            f"user-data would be {size} bytes, over Hetzner's {HETZNER_USER_DATA_LIMIT}-byte limit: use fewer admins or keys",
+            server.key("admins"),
+            f"{len(server.admins)} admins, {len(server.service_accounts)} service accounts, {keys} keys",
+            f"user-data would be {size} bytes, over Hetzner's {HETZNER_USER_DATA_LIMIT}-byte limit: use fewer accounts or keys",
         )
+    problems = cloudconfig.judge(text, expected=state)
+    if problems:
+        raise AssertionError(f"the renderer produced user-data its own gate refuses: {problems[0]}")
     return text
 
 
-def parse(user_data: str) -> dict[str, object]:
-    """Parse rendered user-data back (every consumer does this before trusting it)."""
-    if not user_data.startswith("#cloud-config\n"):
-        raise ValueError("user-data must start with '#cloud-config'")
-    data = yaml.safe_load(user_data)
-    if not isinstance(data, dict):
-        raise ValueError("user-data is not a YAML mapping")
-    return data
-
-
-def write_files(user_data: str) -> dict[str, dict[str, object]]:
-    """path -> write_files entry, from rendered user-data."""
-    entries = parse(user_data).get("write_files", [])
-    if not isinstance(entries, list):
-        raise ValueError("write_files is not a list")
-    return {str(e["path"]): e for e in entries}
-
-
 @cache
-def _placeholder_host_key() -> HostKey:
-    return fresh_host_key()
+def _placeholder_key_pair() -> KeyPair:
+    return fresh_key_pair()
 
 
 def check_fits(server: Server) -> None:
     """Raise ConfigError now if the server's user-data would exceed Hetzner's limit.
 
-    Seeds, codes and the host key have fixed sizes, so rendering with stand-ins of the same size gives
-    the exact byte count before any real secret exists (the component must fail before it registers
-    anything)."""
-    stand_in = AdminSecrets(
+    Seeds, codes and keys have fixed sizes, so rendering with stand-ins of the same size gives the exact
+    byte count (up to compression, which stand-ins can only make better: see the test) before any real
+    secret exists: the component must fail before it registers anything."""
+    one = AdminSecrets(
         seed="A" * len(seed_from_bytes(bytes(hardening.SEED_BYTES))),
         backup_codes=tuple("1" * 8 for _ in range(server.backup_codes)),
     )
-    render_user_data(server, {name: stand_in for name in server.admin_names}, _placeholder_host_key())
+    stand_in = AdminSecrets(seed=one.seed, backup_codes=one.backup_codes, sudo=one)
+    pair = _placeholder_key_pair()
+    render_user_data(server, {name: stand_in for name in server.admin_names}, pair, pair.public_openssh)
