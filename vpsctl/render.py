@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from cloudinit import render, secrets, stackconfig
-from cloudinit.model import ConfigError, Server
+from cloudinit.model import NOT_SHOWN, ConfigError, Server
 from vpsctl.errors import CliError
 from vpsctl.files import load_json, load_stack_file, write_private
 
 SECRETS_FILE = "secrets.json"
+SIGNING_KEY = "signingKey"  # beside the servers' entries (no hostname has capitals)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,19 +39,31 @@ def select(config: stackconfig.StackConfig, names: list[str] | None) -> tuple[Se
     return tuple(known[n] for n in names)
 
 
-def server_secrets(server: Server, reuse: Mapping[str, Any]) -> tuple[dict[str, secrets.AdminSecrets], secrets.HostKey]:
+def server_secrets(server: Server, reuse: Mapping[str, Any]) -> tuple[dict[str, secrets.AdminSecrets], secrets.KeyPair]:
     """Secrets for ``server``: from the --secrets file where it has them, fresh otherwise."""
     if server.name in reuse:
         admins, host_key = secrets.from_json(reuse[server.name], f"--secrets.{server.name}")
     else:
-        admins, host_key = {}, secrets.fresh_host_key()
-    for name in server.admin_names:
-        if name not in admins:
-            admins[name] = secrets.fresh_admin_secrets(server.backup_codes)
-        elif len(admins[name].backup_codes) != server.backup_codes:
-            raise ConfigError(f"--secrets.{server.name}.admins.{name}.backupCodes", len(admins[name].backup_codes),
+        admins, host_key = {}, secrets.fresh_key_pair()
+    for admin in server.admins:
+        have = admins.get(admin.name)
+        if have is None or (admin.sudo == "totp") != (have.sudo is not None):
+            admins[admin.name] = secrets.fresh_admin_secrets(server.backup_codes, sudo=admin.sudo == "totp")
+        elif len(have.backup_codes) != server.backup_codes:
+            raise ConfigError(f"--secrets.{server.name}.admins.{admin.name}.backupCodes", len(have.backup_codes),
                               f"count differs from backupCodes {server.backup_codes}")
     return {n: admins[n] for n in server.admin_names}, host_key
+
+
+def signing_key(reuse: Mapping[str, Any]) -> secrets.KeyPair:
+    """The key that signs desired states for every server of the stack: from --secrets, or fresh."""
+    saved = reuse.get(SIGNING_KEY)
+    if saved is None:
+        return secrets.fresh_key_pair()
+    try:
+        return secrets.key_pair_from_private(str(saved.get("private", "")) if isinstance(saved, Mapping) else "")
+    except (ValueError, TypeError):
+        raise ConfigError(f"--secrets.{SIGNING_KEY}.private", NOT_SHOWN, "is not an unencrypted Ed25519 private key") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--secrets: {args.secrets} must hold an object keyed by server name")
     out = Path(args.out)
     everything = dict(reuse)
+    signer = signing_key(reuse)
+    everything[SIGNING_KEY] = {"private": signer.private_openssh, "public": signer.public_openssh}
     for server in select(config, args.server):
         admin_secrets, host_key = server_secrets(server, reuse)
-        user_data = render.render_user_data(server, admin_secrets, host_key)
+        user_data = render.render_user_data(server, admin_secrets, host_key, signer.public_openssh)
         write_private(out / server.name / "user-data", user_data)
         write_private(out / server.name / "host_ed25519.pub", host_key.public_openssh + "\n")
         everything[server.name] = secrets.to_json(admin_secrets, host_key)

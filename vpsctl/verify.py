@@ -4,8 +4,9 @@ One connection, one login (pam_google_authenticator allows 3 logins per 30 s and
 the host key is compared with the stack's pinned key BEFORE any credential is sent; then the key
 alone must get only a partial success with keyboard-interactive left; then the current TOTP code
 (computed from the stack's secret) completes the login, and over that session the effective sshd
-settings (``sudo -n sshd -T``) and ``/etc/pam.d/sshd`` are checked. What could not be read is reported
-as UNKNOWN and fails the run. Nothing secret is printed: not the code, not the seed.
+settings (``sudo -n sshd -T``) and the PAM stack (``/etc/pam.d``, judged as Linux-PAM runs it) are
+checked. What could not be read is reported as UNKNOWN and fails the run; a server nothing answers on is
+one line. Nothing secret is printed: not the code, not the seed.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import argparse
 import base64
 import getpass
 import hashlib
+import json
 import os
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,19 +28,19 @@ from typing import Any
 import paramiko
 import pyotp
 
+from agent import pam
 from cloudinit import render
-from vpsctl import stackoutputs
+from vpsctl import sshclient, stackoutputs
 from vpsctl.errors import EXIT_FAIL, CliError
 
 SSHD = "/usr/sbin/sshd"
 PINNED_TYPE = "ssh-ed25519"  # the program pins one Ed25519 host key (tls.PrivateKey ED25519)
-PAM_SSHD = "/etc/pam.d/sshd"
+PAM_DIR = "/etc/pam.d"
 TOTP_MODULE = "pam_google_authenticator.so"
 CLOCK_TOLERANCE = 30  # seconds: WINDOW_SIZE 3 accepts one 30-s step either side
 # How a server's effective settings and PAM file are read: as root through sudo (the admins have
 # passwordless sudo) and, failing that, directly (sshd -T needs the host key, so only root succeeds).
 SSHD_T = (("sudo", "-n", SSHD, "-T"), (SSHD, "-T"))
-READ_PAM = (("cat", PAM_SSHD), ("sudo", "-n", "cat", PAM_SSHD))
 
 
 # ----------------------------------------------------------------------------------------- the report
@@ -68,15 +69,30 @@ class Report:
     target: str
     """``host:port`` that was checked."""
     checks: list[Check] = field(default_factory=list)
+    unreachable: str = ""
+    """Set when nothing answered at all: one cause, one line (no check could be made)."""
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.ok is True for c in self.checks)
+        return not self.unreachable and bool(self.checks) and all(c.ok is True for c in self.checks)
 
     def get(self, check_id: str) -> Check:
         return next(c for c in self.checks if c.id == check_id)
 
+    def add(self, spec: tuple[str, str], ok: bool | None, detail: str = "") -> None:
+        self.checks = [c for c in self.checks if c.id != spec[0]] + [Check(spec[0], spec[1], ok, detail)]
+
+    def finish(self, ssh_port: int, reason: str) -> Report:
+        """Every check in the fixed order; one that was not made is UNKNOWN, saying why."""
+        made = {c.id: c for c in self.checks}
+        order = [HOST, NO_PASSWORD, KEY_ALONE, KEY_AND_CODE, CLOCK, *(_sshd_spec(i, line) for i, line in sshd_checks(ssh_port)),
+                 PAM_STACK]
+        self.checks = [made.get(i) or Check(i, title, None, f"not checked: {reason}") for i, title in order]
+        return self
+
     def render(self) -> str:
+        if self.unreachable:
+            return f"verify {self.admin}@{self.server} at {self.target}: UNREACHABLE, {self.unreachable}\n"
         width = max(len(c.id) for c in self.checks)
         lines = [f"verify {self.admin}@{self.server} at {self.target}"]
         for c in self.checks:
@@ -93,9 +109,7 @@ NO_PASSWORD = ("auth-01", "password authentication not offered")
 KEY_ALONE = ("auth-02", "key alone refused (partial success, then keyboard-interactive)")
 KEY_AND_CODE = ("auth-03", "key + TOTP code logs in")
 CLOCK = ("time-01", f"server clock in sync (within {CLOCK_TOLERANCE} s)")
-PAM_REQUIRED = ("pam-01", f"PAM: auth required {TOTP_MODULE}")
-PAM_NULLOK = ("pam-02", "PAM: no nullok (no secret file, no login)")
-PAM_ONLY = ("pam-03", "PAM: no other auth module (common-auth, pam_unix)")
+PAM_STACK = ("pam-01", f"PAM: the sshd auth stack cannot succeed without {TOTP_MODULE} (judged as Linux-PAM runs it)")
 
 
 def sshd_checks(port: int) -> list[tuple[str, str]]:
@@ -171,6 +185,19 @@ def load_identity(path: str | os.PathLike[str], passphrase: Callable[[], str] | 
         raise CliError(f"--identity: {path} is not a private key paramiko can use (Ed25519, ECDSA or RSA)") from None
 
 
+def totp_of(outputs: Mapping[str, Any], server: str, admin: str) -> pyotp.TOTP:
+    item = outputs["enrollment"].get(server, {}).get(admin)
+    if not isinstance(item, Mapping):
+        raise CliError(f"--admin: {admin!r} is not an admin of {server} in the stack outputs")
+    try:
+        totp = pyotp.parse_uri(str(item.get("otpauthUri", "")))
+    except (ValueError, TypeError):
+        raise CliError(f"stack outputs: the otpauthUri of {admin} on {server} is not a valid otpauth URI") from None
+    if not isinstance(totp, pyotp.TOTP):
+        raise CliError(f"stack outputs: the otpauthUri of {admin} on {server} is not a TOTP URI")
+    return totp
+
+
 def verify(
     host: str,
     port: int,
@@ -187,199 +214,112 @@ def verify(
     (default: now). Raises CliError only for bad inputs; everything about the server is in the Report."""
     key = identity if isinstance(identity, paramiko.PKey) else load_identity(identity)
     pinned = pinned_host_key(outputs, server)
-    item = outputs["enrollment"].get(server, {}).get(admin)
-    if not isinstance(item, Mapping):
-        raise CliError(f"--admin: {admin!r} is not an admin of {server} in the stack outputs")
-    try:
-        totp = pyotp.parse_uri(str(item.get("otpauthUri", "")))
-    except (ValueError, TypeError):
-        raise CliError(f"stack outputs: the otpauthUri of {admin} on {server} is not a valid otpauth URI") from None
-    if not isinstance(totp, pyotp.TOTP):
-        raise CliError(f"stack outputs: the otpauthUri of {admin} on {server} is not a TOTP URI")
+    totp = totp_of(outputs, server, admin)
     ssh_port = as_port(outputs["servers"][server].get("sshPort"))
     if ssh_port is None:
         raise CliError(f"stack outputs: servers.{server}.sshPort is not a port number")
-
-    results: dict[str, Check] = {}
-    sshd_specs = [_sshd_spec(i, line) for i, line in sshd_checks(ssh_port)]
-    order = [HOST, NO_PASSWORD, KEY_ALONE, KEY_AND_CODE, CLOCK, *sshd_specs, PAM_REQUIRED, PAM_NULLOK, PAM_ONLY]
-
-    def put(spec: tuple[str, str], ok: bool | None, detail: str = "") -> None:
-        results[spec[0]] = Check(spec[0], spec[1], ok, detail)
-
-    def finish(reason: str) -> Report:
-        report = Report(server=server, admin=admin, target=_target(host, port))
-        for check_id, title in order:
-            report.checks.append(results.get(check_id) or Check(check_id, title, None, f"not checked: {reason}"))
-        return report
-
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        put(HOST, None, f"cannot connect: {exc.strerror or type(exc).__name__}")
-        return finish("no connection")
-    with sock, paramiko.Transport(sock) as transport:
-        transport.banner_timeout = transport.auth_timeout = timeout
-        # Ask for the pinned key's type, so a server holding several host keys shows the one pinned.
-        transport.get_security_options().key_types = (pinned[0],)
-        try:
-            transport.start_client(timeout=timeout)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            put(HOST, False, f"no SSH session with a {pinned[0]} host key: {_one_line(exc)}")
-            return finish("no SSH session")
-        presented = transport.get_remote_server_key()
-        got = (presented.get_name(), presented.get_base64())
-        if got != pinned:
-            put(HOST, False, f"server presented {fingerprint(*got)}, the stack pins {fingerprint(*pinned)}; nothing was sent")
-            return finish("host key mismatch (possible man in the middle): no credential was sent")
-        put(HOST, True, fingerprint(*pinned))
+        attempt = sshclient.login(port, admin, key=key, code=totp.at(time.time() if at is None else at), host=host,
+                                  pinned=" ".join(pinned), timeout=timeout, keep=True, probe=True)
+    except sshclient.HostKeyMismatch as exc:
+        report = Report(server=server, admin=admin, target=_target(host, port))
+        report.add(HOST, False, f"server presented {exc.presented}, the stack pins {fingerprint(*pinned)}; nothing was sent")
+        return report.finish(ssh_port, "host key mismatch (possible man in the middle): no credential was sent")
+    with attempt:
+        return report_for(attempt, Report(server=server, admin=admin, target=_target(host, port)), pinned, ssh_port, timeout)
 
-        offered_first = _methods_before_key(transport, admin)
-        offered_after: list[str] | None = None
-        if transport.is_authenticated():  # "none" logged in: no authentication at all
-            put(KEY_ALONE, False, "the server let the user in WITHOUT any credential")
-            offered_after = []
-        try:
-            if offered_after is None:
-                offered_after = list(transport.auth_publickey(admin, key))
-        except paramiko.BadAuthenticationType as exc:
-            put(KEY_ALONE, False, f"publickey is not offered (server offers {_methods(exc.allowed_types)})")
-        except paramiko.AuthenticationException:
-            put(KEY_ALONE, False, f"the server refused the key for {admin} (wrong --identity, or not in authorized_keys)")
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            put(KEY_ALONE, None, f"connection failed: {_one_line(exc)}")
-        if offered_after is not None and KEY_ALONE[0] not in results:
-            if transport.is_authenticated():
-                put(KEY_ALONE, False, "the key ALONE logged in: no TOTP code was asked")
-            elif offered_after == ["keyboard-interactive"]:
-                put(KEY_ALONE, True, "partial success; next: keyboard-interactive")
-            else:
-                put(KEY_ALONE, False, f"partial success, but next the server offers {_methods(offered_after)}")
-        seen = [m for m in (offered_first, offered_after) if m is not None]
-        if any("password" in m for m in seen):
-            put(NO_PASSWORD, False, "password is offered: " + "; ".join(_methods(m) for m in seen))
-        elif offered_after is None:
-            put(NO_PASSWORD, None, "the methods after the key are unknown (the key was not accepted)")
-        else:
-            put(NO_PASSWORD, True, "offered: " + "; then ".join(_methods(m) for m in seen))
 
-        if not transport.is_authenticated():
-            if offered_after is None:
-                return finish("no login (the key was not accepted)")
-            _second_factor(transport, admin, totp.at(time.time() if at is None else at), put)
-        else:
-            put(KEY_AND_CODE, False, "the key alone logged in: the code was never asked")
-        if not transport.is_authenticated():
-            return finish("no login")
-        _inspect(transport, ssh_port, timeout, put)
-    return finish("no session")
+def report_for(attempt: sshclient.Login, report: Report, pinned: tuple[str, str], ssh_port: int, timeout: float) -> Report:
+    """The checks of one login (kept open): how the server authenticated it, then, over it, what it runs."""
+    if attempt.steps == (("connect", "disconnected"),):
+        if attempt.error.startswith("cannot connect"):
+            report.unreachable = attempt.error
+            return report
+        report.add(HOST, False, f"no SSH session with a {pinned[0]} host key: {attempt.error}")
+        return report.finish(ssh_port, "no SSH session")
+    report.add(HOST, True, fingerprint(*pinned))
+    steps = dict(attempt.steps)
+    before, after = attempt.offered.get("none"), attempt.offered.get("publickey")
+    if steps.get("none") == "success":
+        report.add(KEY_ALONE, False, "the server let the user in WITHOUT any credential")
+        report.add(KEY_AND_CODE, False, "no code was asked")
+    elif steps.get("publickey") == "success":
+        report.add(KEY_ALONE, False, "the key ALONE logged in: no TOTP code was asked")
+        report.add(KEY_AND_CODE, False, "the key alone logged in: the code was never asked")
+    elif steps.get("publickey") == "partial":
+        report.add(KEY_ALONE, after == ("keyboard-interactive",), "partial success; next: keyboard-interactive"
+                   if after == ("keyboard-interactive",) else f"partial success, but next the server offers {_methods(after)}")
+    elif steps.get("publickey") == "not-offered":
+        report.add(KEY_ALONE, False, f"publickey is not offered (server offers {_methods(after)})")
+    elif steps.get("publickey") == "refused":
+        report.add(KEY_ALONE, False, f"the server refused the key for {attempt.user} (wrong --identity, or not authorized)")
+    else:
+        report.add(KEY_ALONE, None, f"connection failed: {attempt.error}")
+    seen = [m for m in (before, after) if m is not None]
+    if any("password" in m for m in seen):
+        report.add(NO_PASSWORD, False, "password is offered: " + "; ".join(_methods(m) for m in seen))
+    elif after is None and not attempt.accepted:
+        report.add(NO_PASSWORD, None, "the methods after the key are unknown (the key was not accepted)")
+    else:
+        report.add(NO_PASSWORD, True, "offered: " + "; then ".join(_methods(m) for m in seen))
+    code = steps.get("keyboard-interactive")
+    asked = ", ".join(repr(p.strip()) for p in attempt.unanswered)
+    if code == "success":
+        report.add(KEY_AND_CODE, not attempt.unanswered, f"logged in, but PAM also asked: {asked}" if asked else "logged in")
+    elif code == "refused":
+        hint = f"; unexpected prompts: {asked}" if asked else ""
+        report.add(KEY_AND_CODE, False, "refused. Clock skew, a code already used in this 30-s step, or over the rate limit "
+                   f"(3 logins per 30 s): wait 30 s and run verify once more{hint}")
+    elif code == "not-offered":
+        offered = _methods(attempt.offered.get("keyboard-interactive"))
+        report.add(KEY_AND_CODE, False, f"keyboard-interactive is not offered (server offers {offered})")
+    elif code == "disconnected":
+        report.add(KEY_AND_CODE, None, f"connection failed: {attempt.error}")
+    if not attempt.accepted:
+        return report.finish(ssh_port, "no login")
+    inspect(attempt, ssh_port, report)
+    return report.finish(ssh_port, "no session")
 
 
 def _target(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _methods(methods: Sequence[str]) -> str:
+def _methods(methods: Sequence[str] | None) -> str:
     return ",".join(methods) if methods else "nothing"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def _methods_before_key(transport: paramiko.Transport, admin: str) -> list[str] | None:
-    """What the server offers before any credential ("none" does not count against MaxAuthTries)."""
-    try:
-        transport.auth_none(admin)
-    except paramiko.BadAuthenticationType as exc:
-        return list(exc.allowed_types)
-    except (paramiko.SSHException, OSError, EOFError):
-        return None
-    return []  # "none" succeeded: no authentication at all (KEY_ALONE reports it)
-
-
-def _second_factor(transport: paramiko.Transport, admin: str, code: str, put: Callable[..., None]) -> None:
-    unexpected: list[str] = []
-
-    def answer(_title: str, _instructions: str, prompts: Sequence[tuple[str, bool]]) -> list[str]:
-        replies = []
-        for text, _echo in prompts:
-            if "code" in text.lower():
-                replies.append(code)
-            else:  # never hand the code to a prompt that is not asking for it (a password prompt)
-                unexpected.append(text.strip())
-                replies.append("")
-        return replies
-
-    try:
-        transport.auth_interactive(admin, answer)
-    except paramiko.BadAuthenticationType as exc:
-        put(KEY_AND_CODE, False, f"keyboard-interactive is not offered (server offers {_methods(exc.allowed_types)})")
-        return
-    except paramiko.AuthenticationException:
-        hint = "; unexpected prompts: " + ", ".join(repr(p) for p in unexpected) if unexpected else ""
-        put(KEY_AND_CODE, False, "refused. Clock skew, a code already used in this 30-s step, or over the rate limit "
-            f"(3 logins per 30 s): wait 30 s and run verify once more{hint}")
-        return
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        put(KEY_AND_CODE, None, f"connection failed: {_one_line(exc)}")
-        return
-    if unexpected:
-        put(KEY_AND_CODE, False, "logged in, but PAM also asked: " + ", ".join(repr(p) for p in unexpected))
-    else:
-        put(KEY_AND_CODE, transport.is_authenticated(), "logged in" if transport.is_authenticated() else "not logged in")
-
-
-def _run(transport: paramiko.Transport, argv: Sequence[str], timeout: float) -> tuple[int, str, str]:
-    channel = transport.open_session(timeout=timeout)
-    try:
-        channel.settimeout(timeout)
-        channel.exec_command(shlex.join(argv))
-        out, err = bytearray(), bytearray()
-        deadline = time.monotonic() + timeout
-        while not (channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready()):
-            if time.monotonic() > deadline:
-                return -1, out.decode(errors="replace"), "timed out"
-            if channel.recv_ready():
-                out += channel.recv(65536)
-            elif channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-            else:
-                time.sleep(0.01)
-        return channel.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
-    finally:
-        channel.close()
-
-
-def _first_that_works(
-    transport: paramiko.Transport, commands: Sequence[Sequence[str]], timeout: float
-) -> tuple[str | None, str]:
+def first_that_works(attempt: sshclient.Login, commands: Sequence[Sequence[str]], timeout: float = 60) -> tuple[str | None, str]:
     """(stdout of the first command that succeeds, or None; why each one failed)."""
     failures = []
     for argv in commands:
         try:
-            status, out, err = _run(transport, argv, timeout)
+            done = attempt.run(argv, timeout=timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            failures.append(f"`{shlex.join(argv)}`: {_one_line(exc)}")
+            failures.append(f"`{shlex.join(argv)}`: {' '.join(str(exc).split()) or type(exc).__name__}")
             continue
-        if status == 0 and out.strip():
-            return out, ""
-        reason = next((line.strip() for line in err.splitlines() if line.strip()), f"exit {status}")
+        if done.status == 0 and done.stdout.strip():
+            return done.stdout, ""
+        reason = next((line.strip() for line in done.stderr.splitlines() if line.strip()), f"exit {done.status}")
         failures.append(f"`{shlex.join(argv)}`: {reason[:120]}")
     return None, "; ".join(failures)
 
 
-def _inspect(transport: paramiko.Transport, ssh_port: int, timeout: float, put: Callable[..., None]) -> None:
-    """Over the logged-in session: the server's clock, ``sshd -T`` and the PAM file."""
-    clock, why = _first_that_works(transport, (("date", "+%s"),), timeout)
+# All of /etc/pam.d in one round trip (the files are world-readable): the judge follows includes.
+READ_PAM_DIR = ("python3", "-c", "import json, os; d = '/etc/pam.d'; print(json.dumps({n: open(os.path.join(d, n)).read() "
+                "for n in os.listdir(d) if os.path.isfile(os.path.join(d, n))}))")
+
+
+def inspect(attempt: sshclient.Login, ssh_port: int, report: Report) -> None:
+    """Over a logged-in session: the server's clock, ``sshd -T`` and the PAM stack."""
+    clock, why = first_that_works(attempt, (("date", "+%s"),))
     if clock is None or not clock.strip().isdigit():
-        put(CLOCK, None, f"cannot read the server's clock: {why or 'not a number'}")
+        report.add(CLOCK, None, f"cannot read the server's clock: {why or 'not a number'}")
     else:
         skew = int(clock.strip()) - time.time()
-        put(CLOCK, abs(skew) <= CLOCK_TOLERANCE, f"server clock {round(skew):+d} s from this machine's")
+        report.add(CLOCK, abs(skew) <= CLOCK_TOLERANCE, f"server clock {round(skew):+d} s from this machine's")
 
-    effective, why = _first_that_works(transport, SSHD_T, timeout)
+    effective, why = first_that_works(attempt, SSHD_T)
     lines = set(effective.splitlines()) if effective else set()
     values: dict[str, list[str]] = {}
     for line in sorted(lines):
@@ -388,79 +328,25 @@ def _inspect(transport: paramiko.Transport, ssh_port: int, timeout: float, put: 
     for check_id, want in sshd_checks(ssh_port):
         spec = _sshd_spec(check_id, want)
         if effective is None:
-            put(spec, None, f"cannot read the effective settings: {why}")
+            report.add(spec, None, f"cannot read the effective settings: {why}")
         elif want in lines:
-            put(spec, True)
+            report.add(spec, True)
         else:
             keyword = want.partition(" ")[0]
             have = ", ".join(f"'{keyword} {v}'" for v in values.get(keyword, [])) or "nothing"
-            put(spec, False, f"sshd -T says {have}")
+            report.add(spec, False, f"sshd -T says {have}")
 
-    pam, why = _first_that_works(transport, READ_PAM, timeout)
-    if pam is None:
-        for spec in (PAM_REQUIRED, PAM_NULLOK, PAM_ONLY):
-            put(spec, None, f"cannot read {PAM_SSHD}: {why}")
+    listing, why = first_that_works(attempt, (READ_PAM_DIR,))
+    try:
+        files = json.loads(listing) if listing else None
+    except ValueError:
+        files, why = None, "not the JSON of /etc/pam.d"
+    if not isinstance(files, dict):
+        report.add(PAM_STACK, None, f"cannot read {PAM_DIR}: {why}")
         return
-    for spec, (ok, detail) in zip((PAM_REQUIRED, PAM_NULLOK, PAM_ONLY), check_pam(pam), strict=True):
-        put(spec, ok, detail)
-
-
-# ------------------------------------------------------------------------------------------------ PAM
-
-
-@dataclass(frozen=True)
-class PamLine:
-    number: int
-    kind: str
-    """auth, account, session, password, or @include."""
-    control: str
-    module: str
-    args: tuple[str, ...]
-
-
-def parse_pam(text: str) -> list[PamLine]:
-    """The rules of a pam.d file (comments and blank lines dropped, ``\\`` continuations joined)."""
-    rules: list[PamLine] = []
-    joined = text.replace("\\\n", " ")
-    for number, raw in enumerate(joined.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        words = line.split()
-        if words[0] == "@include":
-            rules.append(PamLine(number, "@include", "", words[1] if len(words) > 1 else "", ()))
-            continue
-        if len(words) < 3:
-            rules.append(PamLine(number, words[0].lstrip("-").lower(), "", "", ()))
-            continue
-        kind = words[0].lstrip("-").lower()
-        if words[1].startswith("["):  # [value=action ...] may hold spaces
-            end = next((i for i, w in enumerate(words[1:], start=1) if w.endswith("]")), len(words) - 1)
-            control, rest = " ".join(words[1 : end + 1]), words[end + 1 :]
-        else:
-            control, rest = words[1], words[2:]
-        module = rest[0] if rest else ""
-        rules.append(PamLine(number, kind, control, module, tuple(rest[1:])))
-    return rules
-
-
-def check_pam(text: str) -> list[tuple[bool, str]]:
-    """[(ok, detail)] for PAM_REQUIRED, PAM_NULLOK, PAM_ONLY on the text of /etc/pam.d/sshd."""
-    rules = parse_pam(text)
-    auth = [r for r in rules if r.kind == "auth"]
-    totp = [r for r in auth if os.path.basename(r.module) == TOTP_MODULE]
-    required = [r for r in totp if r.control in ("required", "requisite")]
-    results = [
-        (bool(required), f"line {required[0].number}" if required else (
-            f"{TOTP_MODULE} is {totp[0].control!r}, not required (line {totp[0].number})" if totp
-            else f"no auth line loads {TOTP_MODULE}")),
-    ]
-    nullok = [r for r in totp if any(a == "nullok" or a.startswith("nullok") for a in r.args)]
-    results.append((not nullok, f"nullok on line {nullok[0].number}: admins without a secret file get in" if nullok else ""))
-    others = [f"line {r.number}: @include {r.module}" for r in rules if r.kind == "@include" and r.module == "common-auth"]
-    others += [f"line {r.number}: {r.control} {os.path.basename(r.module)}" for r in auth if r not in totp]
-    results.append((not others, "; ".join(others)))
-    return results
+    problems = pam.judge_auth("sshd", files.get, TOTP_MODULE)
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    report.add(PAM_STACK, not problems, "; ".join(problems[:3]) + more)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
