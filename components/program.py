@@ -3,10 +3,12 @@ all of it, then register resources and return the stack outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pulumi
+import pulumi_tls as tls
 from pulumi.runtime import config as runtime_config
 
 from cloudinit import stackconfig
@@ -57,26 +59,38 @@ def build() -> dict[str, Any]:
             server=server,
             ssh_key_names=[n for admin in server.admins for n in key_names(admin)],
             seed_overrides={a: s for a, s in overrides.items() if a in server.admin_names},
+            signer=None,
         )
         for server in parsed.servers
     ]
     # Nothing is registered before this line: every bad value has already been reported.
     every_admin = {a.name: a for plan in plans for a in plan.server.admins}
     keys = AdminKeys("admins", AdminKeysArgs(admins=tuple(every_admin.values()), labels={"managed-by": "totp-vps"}))
+    # One key per stack signs every desired state sent to a running server (vpsctl sync, pulumi up's
+    # converge): the servers trust it from their first boot, so a stolen admin session cannot apply one.
+    signing = tls.PrivateKey("state-signing-key", algorithm="ED25519")
     servers = {}
     for plan in plans:  # a loop, not a comprehension: one stack frame less at every registration
-        servers[plan.server.name] = TotpServer(plan.server.name, plan, pulumi.ResourceOptions(depends_on=[keys]))
+        final = dataclasses.replace(plan, signer=signing.public_key_openssh)
+        servers[plan.server.name] = TotpServer(plan.server.name, final, pulumi.ResourceOptions(depends_on=[keys]))
     return {
         "servers": {
             name: {
                 "ipv4": s.ipv4,
                 "ipv6": s.ipv6,
                 "sshPort": plan.server.ssh_port,
+                "previousSshPort": plan.server.previous_ssh_port,
                 "knownHosts": s.known_hosts,
                 "hostPublicKey": s.host_public_key,
                 "sshCommands": s.ssh_commands,
+                "desiredSerial": s.desired_serial,
+                "converge": "pulumi up" if parsed.operator else "vpsctl sync",
             }
             for plan, (name, s) in zip(plans, servers.items(), strict=True)
         },
         "enrollment": {name: s.enrollment for name, s in servers.items()},
+        "desiredState": {name: s.desired_state for name, s in servers.items()},
+        "sync": pulumi.Output.secret({"signingKey": signing.private_key_openssh,
+                                      "previousSeeds": {name: s.previous_seeds for name, s in servers.items()}}),
+        "operator": parsed.operator and {"admin": parsed.operator.admin, "identityFile": parsed.operator.identity_file},
     }

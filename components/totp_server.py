@@ -18,13 +18,14 @@ import pulumi_hcloud as hcloud
 import pulumi_random as random
 import pulumi_tls as tls
 
-from cloudinit import enrollment, render
+from agent import state as agent_state
+from cloudinit import desired, enrollment, render
 from cloudinit.hardening import SEED_BYTES
 from cloudinit.model import ConfigError, Server
 from cloudinit.secrets import (
     BYTES_PER_CODE,
     AdminSecrets,
-    HostKey,
+    KeyPair,
     backup_codes_from_bytes,
     check_seed,
     known_hosts_line,
@@ -53,6 +54,9 @@ class TotpServerArgs:
     """The validated server description (cloudinit.model.Server)."""
     ssh_key_names: Sequence[str]
     """Hetzner names of the admins' uploaded keys (without any, Hetzner mails a root password)."""
+    signer: pulumi.Input[str] | None
+    """Public half of the stack's state-signing key: the server applies only changes it signed (None while
+    the program validates, before any resource exists)."""
     seed_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Admin -> existing base32 seed to carry over an enrollment (plain here, made secret inside)."""
 
@@ -111,10 +115,19 @@ class TotpServer(pulumi.ComponentResource):
     host_public_key: pulumi.Output[str]
     ssh_commands: pulumi.Output[dict[str, str]]
     enrollment: pulumi.Output[dict[str, dict[str, object]]]
-    """Secret. Admin -> otpauth URI, terminal QR, manual key, backup codes."""
+    """Secret. Admin -> otpauth URI, terminal QR, manual key, backup codes (and the same for sudo: totp)."""
+    previous_seeds: pulumi.Output[dict[str, str]]
+    """Secret. Admin -> the seed before the last rotation: a server not synced since still has it, and the sync
+    logs in with it there."""
+    desired_state: pulumi.Output[dict[str, Any]]
+    """Secret. What the server's agent applies (agent/state.py); ``vpsctl sync`` sends it."""
+    desired_serial: pulumi.Output[str]
+    """The desired state's serial: a digest, not secret, that changes exactly when the desired state does."""
 
     def __init__(self, name: str, args: TotpServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE, name, None, opts)
+        if args.signer is None:
+            raise ValueError("TotpServerArgs.signer: the stack's state-signing public key is needed")
         spec = args.server
         child = pulumi.ResourceOptions(parent=self)
 
@@ -123,11 +136,14 @@ class TotpServer(pulumi.ComponentResource):
         # Plain loops, not comprehensions or helpers: the SDK records the Python stack at every
         # registration, at a cost per frame (see bench/).
         randomness: list[pulumi.Output[str] | None] = []
+        previous: dict[str, pulumi.Output[str]] = {}
         for admin in spec.admins:
-            keepers = {"rotation": str(admin.rotation)}  # bumping it replaces both of the admin's secrets
+            keepers = {"rotation": str(admin.rotation)}  # bumping it replaces all of the admin's secrets
             seed = None  # an overridden seed needs no resource
             if admin.name not in args.seed_overrides:
-                seed = random.RandomBytes(f"{name}-{admin.name}-totp-seed", length=SEED_BYTES, keepers=keepers, opts=child)
+                seed, before = _seed_slots(name, admin.name, admin.rotation, child)
+                if before is not None:
+                    previous[admin.name] = before.base64
             codes = random.RandomBytes(
                 f"{name}-{admin.name}-backup-codes",
                 length=spec.backup_codes * BYTES_PER_CODE,
@@ -135,10 +151,19 @@ class TotpServer(pulumi.ComponentResource):
                 opts=child,
             )
             randomness += [seed.base64 if seed else None, codes.base64]
+            if admin.sudo == "totp":  # sudo's own seed: a stolen login code does not open sudo
+                sudo_seed = random.RandomBytes(f"{name}-{admin.name}-sudo-seed", length=SEED_BYTES, keepers=keepers, opts=child)
+                sudo_codes = random.RandomBytes(
+                    f"{name}-{admin.name}-sudo-backup-codes",
+                    length=spec.backup_codes * BYTES_PER_CODE,
+                    keepers={**keepers, "count": str(spec.backup_codes)},
+                    opts=child,
+                )
+                randomness += [sudo_seed.base64, sudo_codes.base64]
         # Every secret of this server in ONE Output: the SDK's cost is per Output node, and a fleet has
-        # thousands; the user-data and the enrollment both derive from this bundle.
-        bundle: pulumi.Output[tuple[HostKey, dict[str, AdminSecrets]]] = pulumi.Output.secret(
-            pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh, *randomness).apply(
+        # thousands; the user-data, the desired state and the enrollment all derive from this bundle.
+        bundle: pulumi.Output[tuple[KeyPair, dict[str, AdminSecrets], str]] = pulumi.Output.secret(
+            pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh, args.signer, *randomness).apply(
                 lambda v: _bundle(spec, args.seed_overrides, v)
             )
         )
@@ -147,7 +172,7 @@ class TotpServer(pulumi.ComponentResource):
             f"{name}-firewall", name=spec.name, rules=firewall_rules(spec), labels=waiver_labels(spec, "firewall"), opts=child
         )
 
-        user_data = bundle.apply(lambda b: render.render_user_data(spec, b[1], b[0]))  # secret, as the bundle
+        user_data = bundle.apply(lambda b: render.render_user_data(spec, b[1], b[0], b[2]))  # secret, as the bundle
 
         server = hcloud.Server(
             f"{name}-server",
@@ -184,6 +209,11 @@ class TotpServer(pulumi.ComponentResource):
             lambda ip: {a: f"ssh -p {spec.ssh_port} {a}@{ip}" for a in spec.admin_names}
         )
         self.enrollment = bundle.apply(lambda b: {a: _enrollment(spec, a, secrets) for a, secrets in b[1].items()})
+        self.previous_seeds = pulumi.Output.secret(pulumi.Output.all(*previous.values()).apply(
+            lambda v: {a: seed_from_bytes(base64.b64decode(s)) for a, s in zip(previous, v, strict=True)}))
+        self.desired_state = bundle.apply(lambda b: desired.desired_state(spec, b[1], b[2]))
+        # A digest over 160-bit seeds gives nothing away: shown in plain, so a preview says which servers change.
+        self.desired_serial = pulumi.Output.unsecret(self.desired_state.apply(agent_state.serial))
         self.register_outputs(
             {
                 "ipv4": self.ipv4,
@@ -192,29 +222,63 @@ class TotpServer(pulumi.ComponentResource):
                 "hostPublicKey": self.host_public_key,
                 "sshCommands": self.ssh_commands,
                 "enrollment": self.enrollment,
+                "desiredState": self.desired_state,
+                "desiredSerial": self.desired_serial,
+                "previousSeeds": self.previous_seeds,
             }
         )
 
 
-def _bundle(spec: Server, overrides: Mapping[str, str], values: list[Any]) -> tuple[HostKey, dict[str, AdminSecrets]]:
-    """(host key, admin -> secrets) from the resolved resource outputs, in TotpServer's order."""
-    host_key = HostKey(private_openssh=values[0], public_openssh=values[1].strip())
+def _seed_slots(name: str, admin: str, rotation: int, child: pulumi.ResourceOptions) -> tuple[random.RandomBytes,
+                                                                                                random.RandomBytes | None]:
+    """(current seed, the seed before the last rotation). Two resources take turns (even and odd rotations):
+    a rotation replaces only the slot of the new number, so the other still holds the previous seed, which a
+    server not synced since the rotation still has. The current slot carries 0.1's name as an alias, so a stack
+    written by 0.1 keeps its seed."""
+
+    def slot(parity: int) -> random.RandomBytes:
+        number = rotation if rotation % 2 == parity else rotation - 1
+        opts = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+            aliases=[pulumi.Alias(name=f"{name}-{admin}-totp-seed")] if number == rotation else None))
+        return random.RandomBytes(f"{name}-{admin}-totp-seed-{'ab'[parity]}", length=SEED_BYTES,
+                                  keepers={"rotation": str(number)}, opts=opts)
+
+    current = slot(rotation % 2)
+    return current, slot(1 - rotation % 2) if rotation > 0 else None
+
+
+def _bundle(spec: Server, overrides: Mapping[str, str], values: list[Any]) -> tuple[KeyPair, dict[str, AdminSecrets], str]:
+    """(host key, admin -> secrets, signer) from the resolved resource outputs, in TotpServer's order."""
+    host_key = KeyPair(private_openssh=values[0], public_openssh=values[1].strip())
+    rest = iter(values[3:])
     admins = {}
-    pairs = zip(values[2::2], values[3::2], strict=True)
-    for admin, (seed_b64, codes_b64) in zip(spec.admin_names, pairs, strict=True):
-        seed = overrides[admin] if seed_b64 is None else seed_from_bytes(base64.b64decode(seed_b64))
+    for admin in spec.admins:
+        seed_b64, codes_b64 = next(rest), next(rest)
+        seed = overrides[admin.name] if seed_b64 is None else seed_from_bytes(base64.b64decode(seed_b64))
+        sudo = None
+        if admin.sudo == "totp":
+            sudo_seed, sudo_codes = next(rest), next(rest)
+            sudo = AdminSecrets(seed=seed_from_bytes(base64.b64decode(sudo_seed)),
+                                backup_codes=backup_codes_from_bytes(base64.b64decode(sudo_codes), spec.backup_codes))
         codes = backup_codes_from_bytes(base64.b64decode(codes_b64), spec.backup_codes)
-        admins[admin] = AdminSecrets(seed=seed, backup_codes=codes)
-    return host_key, admins
+        admins[admin.name] = AdminSecrets(seed=seed, backup_codes=codes, sudo=sudo)
+    return host_key, admins, str(values[2]).strip()
 
 
 def _enrollment(spec: Server, admin: str, s: AdminSecrets) -> dict[str, object]:
-    uri = enrollment.otpauth_uri(s.seed, spec.issuer, admin, spec.name)
+    out = _totp_enrollment(spec.issuer, enrollment.account(admin, spec.name), s)
+    if s.sudo is not None:
+        out["sudo"] = _totp_enrollment(spec.issuer, enrollment.account(admin, spec.name, sudo=True), s.sudo)
+    return out
+
+
+def _totp_enrollment(issuer: str, account: str, s: AdminSecrets) -> dict[str, object]:
+    uri = enrollment.otpauth_uri(s.seed, issuer, account)
     return {
-        "account": enrollment.account(admin, spec.name),
+        "account": account,
         "otpauthUri": uri,
         "manualKey": enrollment.manual_key(s.seed),
         "qr": enrollment.terminal_qr(uri),
         "backupCodes": list(s.backup_codes),
-        "totpFile": render.totp_file(s),
+        "totpFile": desired.totp_file(s),
     }

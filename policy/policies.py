@@ -31,7 +31,8 @@ from typing import Any
 import pulumi_policy as pp
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
-from cloudinit import hardening, render
+from agent import state as agent_state
+from cloudinit import cloudconfig, hardening, render
 
 PACK_NAME = "totp-vps"
 PACK_VERSION = "0.1.0"
@@ -45,9 +46,9 @@ TOTP_SERVER = "totp-vps:index:TotpServer"
 WAIVER_PREFIX = "totp-vps.waive/"
 WAIVED = "waived"
 
-SSHD_STAGE = f"{render.STAGE}/sshd.conf"
-PAM_STAGE = f"{render.STAGE}/pam-sshd"
-ACTIVATE = f"{render.STAGE}/activate.sh"
+# The desired state (in the user-data) names the files the agent installs.
+SSHD_STAGE = agent_state.DROPIN
+PAM_STAGE = agent_state.PAM_SSHD
 SSHD_DROPIN_DIR = "/etc/ssh/sshd_config.d/"
 
 # Where secret material is expected by design, beyond properties listed in additionalSecretOutputs:
@@ -227,12 +228,11 @@ def supported_image(r: Resource) -> Iterator[str]:
 
 @lru_cache(maxsize=64)
 def _files(user_data: str) -> Mapping[str, str] | str:
-    """path -> content of write_files, or the reason the user-data cannot be read."""
+    """path -> content of the files the first boot installs (the desired state's), or why it cannot be read."""
     try:
-        entries = render.write_files(user_data)
+        return dict(cloudconfig.state_of(cloudconfig.read(user_data))["files"])
     except (ValueError, KeyError, TypeError) as exc:
         return f"user-data cannot be parsed ({type(exc).__name__})"
-    return {path: str(e.get("content", "")) for path, e in entries.items()}
 
 
 def _file(r: Resource, path: str) -> str | None:
@@ -327,26 +327,22 @@ def pam_on(r: Resource) -> Iterator[str]:
 
 
 @rule("sshd-05", "The drop-in sorts first (00-)",
-      f"install the drop-in as {render.DROPIN}: sshd keeps the first value it reads", SERVER)
+      f"install the drop-in as {agent_state.DROPIN}: sshd keeps the first value it reads", SERVER)
 def dropin_first(r: Resource) -> Iterator[str]:
     user_data = r.props.get("userData")
-    files = _files(user_data) if isinstance(user_data, str) else "userData is missing"
-    if isinstance(files, str):
-        yield files
+    try:
+        written = cloudconfig.read(user_data).files if isinstance(user_data, str) else None
+    except ValueError as exc:
+        yield str(exc)
         return
-    dropins = sorted(p for p in files if p.startswith(SSHD_DROPIN_DIR))
-    if not dropins:
-        yield f"no write_files entry under {SSHD_DROPIN_DIR}"
+    if written is None:
+        yield "userData is missing"
         return
-    for path in dropins:
+    for path in sorted(p for p in written if p.startswith(SSHD_DROPIN_DIR)):
         if not path[len(SSHD_DROPIN_DIR):].startswith("00-"):
             yield f"{path} does not sort first (name it 00-*.conf)"
-    activate = files.get(ACTIVATE, "")
-    target = re.search(r"^dropin=(\S+)$", activate, re.MULTILINE)
-    if SSHD_STAGE not in files:
-        yield NO_SSHD
-    elif target is None or not target.group(1).startswith(f"{SSHD_DROPIN_DIR}00-"):
-        yield f"{ACTIVATE} does not install {SSHD_STAGE} as a {SSHD_DROPIN_DIR}00-*.conf drop-in"
+    if agent_state.DROPIN not in written:
+        yield f"no lockdown drop-in {agent_state.DROPIN} for the first boot"
 
 
 CRYPTO = {
