@@ -65,7 +65,7 @@ def _without(parts: Sequence[str], user_data_bytes: int) -> None:
     from cloudinit import enrollment, render
     from components import program, totp_server
 
-    qr = enrollment.terminal_qr(enrollment.otpauth_uri("A" * 32, "fleet", "admin0", "srv-0"))
+    qr = enrollment.terminal_qr(enrollment.otpauth_uri("A" * 32, "fleet", "admin0@srv-0"))
     user_data = "#cloud-config\n" + "#" * max(0, user_data_bytes - 14)
     build = program.build
     constants: dict[str, list[tuple[Any, str, Any]]] = {

@@ -37,7 +37,7 @@ def run() -> Section:
 
     from cloudinit import render
     from cloudinit.model import Admin, Server
-    from cloudinit.secrets import fresh_admin_secrets, fresh_host_key
+    from cloudinit.secrets import fresh_admin_secrets, fresh_key_pair
 
     keys, people = {}, []
     for i in range(ADMINS):
@@ -46,7 +46,7 @@ def run() -> Section:
         people.append(Admin(name=name, ssh_keys=(public,)))
     server = Server(name="bench-1", admins=tuple(people), allowed_cidrs=("198.51.100.0/24",))
     secrets = {name: fresh_admin_secrets(server.backup_codes) for name in keys}
-    user_data = render.render_user_data(server, secrets, fresh_host_key())
+    user_data = render.render_user_data(server, secrets, fresh_key_pair())
 
     times: list[float] = []
     refused: list[str] = []

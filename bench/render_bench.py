@@ -13,23 +13,23 @@ ADMIN_COUNTS = (1, 3, 10)
 
 def user_data(admins: int) -> str:
     from cloudinit import render, stackconfig
-    from cloudinit.secrets import fresh_admin_secrets, fresh_host_key
+    from cloudinit.secrets import fresh_admin_secrets, fresh_key_pair
     from tests.configs import fleet
 
     server = stackconfig.parse(fleet(1, admins)).servers[0]
     secrets = {name: fresh_admin_secrets(server.backup_codes) for name in server.admin_names}
-    return render.render_user_data(server, secrets, fresh_host_key())
+    return render.render_user_data(server, secrets, fresh_key_pair())
 
 
 def run(renders: int) -> tuple[Section, int]:
     """The section, and the 3-admin user-data size (the baseline program hands servers that many bytes)."""
     from cloudinit import render, stackconfig
-    from cloudinit.secrets import fresh_admin_secrets, fresh_host_key
+    from cloudinit.secrets import fresh_admin_secrets, fresh_key_pair
     from tests.configs import fleet
 
     server = stackconfig.parse(fleet(1, 3)).servers[0]
     secrets = {name: fresh_admin_secrets(server.backup_codes) for name in server.admin_names}
-    host_key = fresh_host_key()
+    host_key = fresh_key_pair()
     render.render_user_data(server, secrets, host_key)  # templates load once per process
     times = []
     for _ in range(renders):

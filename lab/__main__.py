@@ -53,7 +53,7 @@ def _fail(report: Report, vm: VM) -> int:
 def _enrollment(lab: stack.LabServer, admin: str, port: int, identity: Path | None, known_hosts: Path) -> None:
     server = lab.server
     secrets = lab.admins[admin]
-    uri = enrollment.otpauth_uri(secrets.seed, server.issuer, admin, server.name)
+    uri = enrollment.otpauth_uri(secrets.seed, server.issuer, enrollment.account(admin, server.name))
     _say(f"\nScan with an authenticator app ({server.issuer}: {enrollment.account(admin, server.name)}):\n")
     _say(enrollment.terminal_qr(uri))
     _say(f"Or type the key: {enrollment.manual_key(secrets.seed)}")

@@ -57,7 +57,7 @@ class LabServer:
     server: Server
     user_data: str
     admins: Mapping[str, secrets.AdminSecrets]
-    host_key: secrets.HostKey
+    host_key: secrets.KeyPair
 
 
 def lab_config(document: Mapping[str, Any], *, server: str | None = None, image: str | None = None,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from cloudinit import stackconfig
 from cloudinit.model import Server
-from cloudinit.secrets import AdminSecrets, HostKey, backup_codes_from_bytes, seed_from_bytes
+from cloudinit.secrets import AdminSecrets, KeyPair, backup_codes_from_bytes, seed_from_bytes
 from components import mockengine
 
 RANDOM = "random:index/randomBytes:RandomBytes"
@@ -44,7 +44,7 @@ def fleet(servers: int, admins: int, **server_overrides: Any) -> dict[str, Any]:
     }
 
 
-def secrets_from_state(run: mockengine.ProgramRun, server: Server) -> tuple[dict[str, AdminSecrets], HostKey]:
+def secrets_from_state(run: mockengine.ProgramRun, server: Server) -> tuple[dict[str, AdminSecrets], KeyPair]:
     """Recompute the admins' secrets from the stateful resources' outputs, as the engine holds them."""
     out = {}
     for admin in server.admin_names:
@@ -55,4 +55,4 @@ def secrets_from_state(run: mockengine.ProgramRun, server: Server) -> tuple[dict
             backup_codes=backup_codes_from_bytes(base64.b64decode(codes), server.backup_codes),
         )
     key = mockengine.unwrap(run.one("tls:index/privateKey:PrivateKey", f"{server.name}-host-key").outputs)
-    return out, HostKey(private_openssh=key["privateKeyOpenssh"], public_openssh=key["publicKeyOpenssh"].strip())
+    return out, KeyPair(private_openssh=key["privateKeyOpenssh"], public_openssh=key["publicKeyOpenssh"].strip())

@@ -9,7 +9,7 @@ from configs import ed25519_key, secrets_from_state
 
 from cloudinit import render
 from cloudinit.model import Admin, ConfigError, Server
-from cloudinit.secrets import HostKey
+from cloudinit.secrets import KeyPair
 from components import TotpServer, TotpServerArgs, mockengine
 from components.totp_server import TYPE
 
@@ -199,10 +199,10 @@ def test_program_code_never_generates_a_secret(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr("cloudinit.secrets._os_random.token_bytes", refuse)
     import cloudinit.render
 
-    cloudinit.render._placeholder_host_key.cache_clear()  # the size check's stand-in key is not a secret
-    monkeypatch.setattr("cloudinit.render.fresh_host_key", lambda: HostKey("-----BEGIN x-----\n" + "A" * 300, "ssh-ed25519 A"))
+    cloudinit.render._placeholder_key_pair.cache_clear()  # the size check's stand-in key is not a secret
+    monkeypatch.setattr("cloudinit.render.fresh_key_pair", lambda: KeyPair("-----BEGIN x-----\n" + "A" * 300, "ssh-ed25519 A"))
     again = mockengine.unwrap(deploy(server).one(SERVER, "web-1-server").inputs["userData"])
-    cloudinit.render._placeholder_host_key.cache_clear()
+    cloudinit.render._placeholder_key_pair.cache_clear()
     assert again == baseline
 
 

@@ -311,7 +311,7 @@ def _terminal_to_pbm(text: str, scale: int = 6) -> bytes:
 def test_terminal_qr_decodes_back_to_the_exact_uri(tmp_path: Path) -> None:
     """The text QR the stack outputs and the CLI print is a real QR code: zbar reads it."""
     zbarimg = require_tool("zbarimg")
-    uri = enrollment.otpauth_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "example-corp", "alice", "web-1")
+    uri = enrollment.otpauth_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "example-corp", "alice@web-1")
     image = tmp_path / "terminal.pbm"
     image.write_bytes(_terminal_to_pbm(enrollment.terminal_qr(uri)))
     decoded = subprocess.run([zbarimg, "-q", "--raw", str(image)], capture_output=True, text=True, check=False)

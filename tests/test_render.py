@@ -20,7 +20,7 @@ from sshd_harness import new_key
 
 from cloudinit import Admin, ConfigError, Server, check_fits, hardening, render_user_data
 from cloudinit.render import PATHS, parse, write_files
-from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_host_key
+from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_key_pair
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "Pulumi.example.yaml"
@@ -35,7 +35,7 @@ def make_server(admins: int = 2, *, image: str = "debian-12", backup_codes: int 
 
 def render(server: Server) -> tuple[str, dict[str, AdminSecrets]]:
     secrets = {name: fresh_admin_secrets(server.backup_codes) for name in server.admin_names}
-    return render_user_data(server, secrets, fresh_host_key()), secrets
+    return render_user_data(server, secrets, fresh_key_pair()), secrets
 
 
 @pytest.fixture(scope="module")
@@ -198,16 +198,16 @@ def test_over_hetzner_limit_is_a_clear_error() -> None:
 def test_same_inputs_give_byte_identical_output() -> None:
     server = make_server(3)
     secrets = {name: fresh_admin_secrets(server.backup_codes) for name in server.admin_names}
-    host_key = fresh_host_key()
+    host_key = fresh_key_pair()
     assert render_user_data(server, secrets, host_key) == render_user_data(server, secrets, host_key)
 
 
 def test_renderer_imports_no_pulumi(tmp_path: Path) -> None:
     code = (
         "import sys, cloudinit, cloudinit.render, cloudinit.stackconfig, cloudinit.secrets\n"
-        "from cloudinit.secrets import fresh_admin_secrets, fresh_host_key\n"
+        "from cloudinit.secrets import fresh_admin_secrets, fresh_key_pair\n"
         "from cloudinit import Admin, Server, render_user_data\n"
-        "k = fresh_host_key()\n"
+        "k = fresh_key_pair()\n"
         "s = Server(name='a', admins=(Admin(name='alice', ssh_keys=(k.public_openssh,)),), allowed_cidrs=('198.51.100.0/24',))\n"
         "render_user_data(s, {'alice': fresh_admin_secrets(5)}, k)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('pulumi')))\n"

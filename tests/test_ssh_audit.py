@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sshd_harness import Sshd, load_private_key, running_sshd
 
 from cloudinit import Admin, Server, hardening, render_user_data
-from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_host_key
+from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_key_pair
 
 ADMIN = "alice"
 
@@ -42,7 +42,7 @@ def keyfile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def rendered(keyfile: tuple[Path, str]) -> tuple[str, AdminSecrets]:
     server = Server(name="web-1", admins=(Admin(name=ADMIN, ssh_keys=(keyfile[1],)),), allowed_cidrs=("198.51.100.0/24",))
     secrets = fresh_admin_secrets(server.backup_codes)
-    return render_user_data(server, {ADMIN: secrets}, fresh_host_key()), secrets
+    return render_user_data(server, {ADMIN: secrets}, fresh_key_pair()), secrets
 
 
 @pytest.fixture(scope="module")

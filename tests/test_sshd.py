@@ -26,7 +26,7 @@ from sshd_harness import LOCKDOWN_DROPIN, PAM_FILE, REAL_DROPIN, Sshd, effective
 
 from cloudinit import Admin, Server, hardening, render_user_data
 from cloudinit.render import effective_settings, write_files
-from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_host_key
+from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_key_pair
 from lab.ssh import Login
 
 # One admin per concern (see the module docstring).
@@ -70,7 +70,7 @@ def make_fleet(image: str = "debian-12", admins: tuple[str, ...] = ADMINS) -> Fl
         people.append(Admin(name=name, ssh_keys=(public,)))
     server = Server(name="web-1", admins=tuple(people), allowed_cidrs=("198.51.100.0/24",), image=image)
     secrets = {name: fresh_admin_secrets(server.backup_codes) for name in admins}
-    return Fleet(server=server, user_data=render_user_data(server, secrets, fresh_host_key()), keys=keys, secrets=secrets)
+    return Fleet(server=server, user_data=render_user_data(server, secrets, fresh_key_pair()), keys=keys, secrets=secrets)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def test_custom_port_is_effective() -> None:
     require_root()
     admin = Admin(name="ok", ssh_keys=(new_key("ok")[1],))
     server = Server(name="db-1", admins=(admin,), allowed_cidrs=("198.51.100.0/24",), ssh_port=2222)
-    user_data = render_user_data(server, {"ok": fresh_admin_secrets(5)}, fresh_host_key())
+    user_data = render_user_data(server, {"ok": fresh_admin_secrets(5)}, fresh_key_pair())
     for dropin in (LOCKDOWN_DROPIN, REAL_DROPIN):  # the first boot and the activated server listen alike
         dumped = sshd_config(user_data, "-T", dropin=dropin)
         assert dumped.returncode == 0, dumped.stderr

@@ -213,7 +213,7 @@ def test_vpsctl_verify_passes_against_the_booted_server(good: Boot) -> None:
     outputs = {
         "servers": {server.name: {"sshPort": server.ssh_port, "hostPublicKey": pub,
                                   "knownHosts": known_hosts_line("127.0.0.1", good.port, pub)}},
-        "enrollment": {server.name: {a: {"otpauthUri": enrollment.otpauth_uri(s.seed, server.issuer, a, server.name)}
+        "enrollment": {server.name: {a: {"otpauthUri": enrollment.otpauth_uri(s.seed, server.issuer, enrollment.account(a, server.name))}
                                      for a, s in good.lab.admins.items()}},
     }
     report = verify("127.0.0.1", good.port, "alice", good.keys["alice"].pkey(), outputs, server.name, at=time.time() + 30)
