@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
-from cloudinit import hardening
+from cloudinit import catalogue
 
 HETZNER_USER_DATA_LIMIT = 32 * 1024
-LOCATIONS = frozenset({"fsn1", "nbg1", "hel1", "ash", "hil", "sin"})
 MAX_BACKUP_CODES = 10  # pam_google_authenticator reads at most ten scratch codes
 
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_SERVER_TYPE = re.compile(r"^(cx|cpx|cax|ccx)[0-9]{2}$")
 _LABEL_PART = r"[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,61}[a-zA-Z0-9])?"
 _LABEL_KEY = re.compile(rf"^({_LABEL_PART}(\.{_LABEL_PART})*/)?{_LABEL_PART}$")
 _LABEL_VALUE = re.compile(rf"^({_LABEL_PART})?$")
@@ -114,7 +112,7 @@ class Server:
     """Networks (IPv4 and IPv6) allowed to reach the SSH port."""
     image: str = "debian-12"
     """Hetzner image name."""
-    server_type: str = "cx22"
+    server_type: str = catalogue.DEFAULT_SERVER_TYPE
     """Hetzner server type."""
     location: str = "fsn1"
     """Hetzner location."""
@@ -149,12 +147,12 @@ class Server:
         w = self.where
         if not isinstance(self.name, str) or not _HOSTNAME.match(self.name):
             raise ConfigError(f"{w}.name", self.name, "must be a hostname label: [a-z0-9-], 1-63 chars")
-        if self.image not in hardening.IMAGES:
-            raise ConfigError(f"{w}.image", self.image, f"must be one of {sorted(hardening.IMAGES)}")
-        if not isinstance(self.server_type, str) or not _SERVER_TYPE.match(self.server_type):
-            raise ConfigError(f"{w}.serverType", self.server_type, "must be a Hetzner server type such as cx22")
-        if self.location not in LOCATIONS:
-            raise ConfigError(f"{w}.location", self.location, f"must be one of {sorted(LOCATIONS)}")
+        if problem := catalogue.location_problem(self.location):
+            raise ConfigError(f"{w}.location", self.location, problem)
+        if problem := catalogue.server_type_problem(self.server_type, self.location):
+            raise ConfigError(f"{w}.serverType", self.server_type, problem)
+        if problem := catalogue.image_problem(self.image, self.server_type):
+            raise ConfigError(f"{w}.image", self.image, problem)
         if not isinstance(self.ssh_port, int) or isinstance(self.ssh_port, bool) or not 1 <= self.ssh_port <= 65535:
             raise ConfigError(f"{w}.sshPort", self.ssh_port, "must be a TCP port 1-65535")
         if not self.admins:
