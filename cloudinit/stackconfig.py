@@ -14,7 +14,7 @@ from cloudinit.model import Admin, ConfigError, Server, camel
 
 NAMESPACE = "totp-vps"
 SECRET_KEYS = frozenset({"seedOverrides"})
-KEYS = frozenset({"admins", "servers", "defaults", "issuer", "backupCodes"}) | SECRET_KEYS
+KEYS = frozenset({"admins", "servers", "defaults", "issuer", "backupCodes", "keepLegacyFirewalls"}) | SECRET_KEYS
 
 _ADMIN_KEYS = {"name": "name", "sshKeys": "ssh_keys", "shell": "shell", "rotation": "rotation"}
 # Every Server field except the ones filled from other keys is a per-server (or defaults) key.
@@ -28,6 +28,8 @@ class StackConfig:
 
     servers: tuple[Server, ...]
     """One entry per Hetzner server."""
+    keep_legacy_firewalls: bool = False
+    """Upgrade transition from a firewall per server (components/firewalls.py)."""
 
 
 def parse(values: Mapping[str, Any]) -> StackConfig:
@@ -49,7 +51,10 @@ def parse(values: Mapping[str, Any]) -> StackConfig:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"servers[{i}].name", name, "is used by another server")
-    return StackConfig(servers=servers)
+    keep_legacy = values.get("keepLegacyFirewalls", False)
+    if not isinstance(keep_legacy, bool):
+        raise ConfigError(f"{NAMESPACE}:keepLegacyFirewalls", keep_legacy, "must be true or false")
+    return StackConfig(servers=servers, keep_legacy_firewalls=keep_legacy)
 
 
 def _admins(raw: object) -> dict[str, Admin]:
