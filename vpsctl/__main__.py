@@ -13,7 +13,13 @@ import sys
 from vpsctl.errors import EXIT_USAGE, CliError
 
 # Subcommand -> module with ``add_arguments(parser)``, ``run(args) -> int`` and a docstring.
-COMMANDS = {"render": "vpsctl.render", "qr": "vpsctl.qr", "verify": "vpsctl.verify", "check": "vpsctl.check"}
+COMMANDS = {
+    "render": "vpsctl.render",
+    "qr": "vpsctl.qr",
+    "verify": "vpsctl.verify",
+    "check": "vpsctl.check",
+    "preflight": "vpsctl.preflight",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
