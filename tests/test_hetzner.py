@@ -161,9 +161,11 @@ def test_default_and_example_server_types_are_current() -> None:
 def test_readme_reference_and_examples_name_only_current_types() -> None:
     readme = (ROOT / "README.md").read_text()
     (row,) = [line for line in readme.splitlines() if line.startswith("| `servers[].serverType`")]
-    named = re.findall(r"`((?:cx|cpx|cax|ccx)\d\d)`", row)
+    offered, _, refused = row.partition("Hetzner removed")
+    named = re.findall(r"`((?:cx|cpx|cax|ccx)\d\d)`", offered)
     assert catalogue.DEFAULT_SERVER_TYPE in named and len(named) >= 3
     assert all(catalogue.SERVER_TYPES[t].retirement is None for t in named), named
+    assert all(catalogue.SERVER_TYPES[t].retirement for t in re.findall(r"`((?:cx|cpx|cax|ccx)\d\d)`", refused))
 
 
 def test_removed_type_is_refused_with_its_replacement() -> None:
