@@ -71,8 +71,6 @@ def build() -> dict[str, Any]:
         plans.append(
             TotpServerArgs(
                 server=server,
-                ssh_key_ids=["pending"],  # resource references are filled in once everything is valid
-                firewall_ids=[0],
                 keep_legacy_firewall=server.name in legacy,
                 labels=labels,
                 seed_overrides={a: s for a, s in overrides.items() if a in server.admin_names},
@@ -83,6 +81,7 @@ def build() -> dict[str, Any]:
     shared = SharedFirewalls("firewalls", SharedFirewallsArgs(plan=firewall_plan, labels=labels))
     servers = {}
     for plan in plans:  # a loop, not a comprehension: one stack frame less at every registration
+        # The validated arguments, now with the resources they reference.
         wired = dataclasses.replace(plan, ssh_key_ids=[key.key_id], firewall_ids=shared.ids_for(plan.server.name))
         servers[plan.server.name] = TotpServer(plan.server.name, wired)
     return {

@@ -44,10 +44,11 @@ class TotpServerArgs:
 
     server: Server
     """The validated server description (cloudinit.model.Server)."""
-    ssh_key_ids: Sequence[pulumi.Input[str]]
-    """The stack's bootstrap key (without a key, Hetzner mails a root password; admins' keys come from the user-data)."""
-    firewall_ids: Sequence[pulumi.Input[int]]
-    """The shared firewall of the server's rule set, attached at creation."""
+    ssh_key_ids: Sequence[pulumi.Input[str]] = ()
+    """The stack's bootstrap key (without a key, Hetzner mails a root password; admins' keys come from the
+    user-data). Empty while the program validates; required by TotpServer."""
+    firewall_ids: Sequence[pulumi.Input[int]] = ()
+    """The shared firewall of the server's rule set, attached at creation. Required by TotpServer."""
     keep_legacy_firewall: bool = False
     """Upgrade transition: keep the previous version's firewall of this server attached as well."""
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -58,10 +59,6 @@ class TotpServerArgs:
     def __post_init__(self) -> None:
         if not isinstance(self.server, Server):
             raise ConfigError("server", type(self.server).__name__, "must be a cloudinit.model.Server")
-        if not self.ssh_key_ids:
-            raise ConfigError(f"{self.server.where}", self.server.name, "needs the stack's bootstrap SSH key")
-        if not self.firewall_ids:
-            raise ConfigError(f"{self.server.where}", self.server.name, "needs a firewall attached at creation")
         for admin in self.seed_overrides:
             if admin not in self.server.admin_names:
                 raise ConfigError(f"seedOverrides.{admin}", admin, f"is not an admin of {self.server.name}")
@@ -94,6 +91,9 @@ class TotpServer(pulumi.ComponentResource):
     """Secret. Admin -> otpauth URI, terminal QR, manual key, backup codes."""
 
     def __init__(self, name: str, args: TotpServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        if not args.ssh_key_ids or not args.firewall_ids:
+            # A wiring mistake in the program, caught before this server registers anything.
+            raise ValueError(f"TotpServer {name}: ssh_key_ids and firewall_ids are required (a key and a firewall at creation)")
         super().__init__(TYPE, name, None, opts)
         spec = args.server
         child = pulumi.ResourceOptions(parent=self)

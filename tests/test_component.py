@@ -243,17 +243,26 @@ def test_seed_override_carries_an_enrollment_over_and_stays_secret() -> None:
 @pytest.mark.parametrize(
     ("args", "key"),
     [
-        ({"ssh_key_ids": []}, "servers[?]"),
-        ({"firewall_ids": []}, "servers[?]"),
         ({"seed_overrides": {"mallory": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"}}, "seedOverrides.mallory"),
         ({"seed_overrides": {"alice": "tooshort"}}, "seedOverrides.alice"),
         ({"seed_overrides": {"alice": "not base32 at all 0189!"}}, "seedOverrides.alice"),
     ],
 )
 def test_bad_args_fail_at_construction_naming_the_field(args: dict[str, object], key: str) -> None:
-    fields: dict[str, object] = {"server": make_server(), "ssh_key_ids": ["k"], "firewall_ids": [1]}
+    fields: dict[str, object] = {"server": make_server()}
     fields.update(args)
     with pytest.raises(ConfigError) as err:
         TotpServerArgs(**fields)  # type: ignore[arg-type]
     assert str(err.value).startswith(f"{key}:")
     assert "JBSWY3DP" not in str(err.value) and "tooshort" not in str(err.value), "a seed never appears in an error"
+
+
+@pytest.mark.parametrize("missing", ["ssh_key_ids", "firewall_ids"])
+def test_a_server_without_its_key_or_firewall_registers_nothing(missing: str) -> None:
+    server = make_server()
+    wiring = {"ssh_key_ids": [BOOTSTRAP_KEY_ID], "firewall_ids": [1]}
+    del wiring[missing]
+    with pytest.raises(mockengine.ProgramFailed) as err:
+        mockengine.run({}, program=lambda: TotpServer(server.name, TotpServerArgs(server=server, **wiring)))  # type: ignore[arg-type]
+    assert "ssh_key_ids and firewall_ids are required" in str(err.value)
+    assert err.value.registrations == []
