@@ -52,6 +52,8 @@ class Target:
     project: str
     stack: str
     config: stackconfig.StackConfig
+    directory: Path
+    """The project directory (where the stack file is): the Pulumi CLI runs there."""
     state_ids: frozenset[str] = frozenset()
     """Hetzner ids in the stack's state (empty when it could not be read)."""
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     target = load_target(args.stack, args.config)
     client = hcloud.Client(
-        token=token(args.stack),
+        token=token(args.stack, target.directory),
         api_endpoint=os.environ.get("HCLOUD_ENDPOINT") or DEFAULT_ENDPOINT,
         application_name="totp-vps-preflight",
         timeout=30,
@@ -102,24 +104,27 @@ def load_target(stack_arg: str | None, config: str | None) -> Target:
         document = load_yaml(str(project_file), "Pulumi.yaml")
         if isinstance(document, Mapping) and isinstance(document.get("name"), str):
             project = document["name"]
-    return Target(project, stack, parsed, frozenset(state_ids(stack_arg) if stack_arg is not None else ()))
+    ids = state_ids(stack_arg, path.parent) if stack_arg is not None else set()
+    return Target(project, stack, parsed, path.parent, frozenset(ids))
 
 
-def _pulumi(*args: str) -> subprocess.CompletedProcess[str] | None:
-    """Run the Pulumi CLI if it is installed; None when it is not or could not run."""
+def _pulumi(directory: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    """Run the Pulumi CLI in the project ``directory`` if it is installed; None when it is not or could not run."""
     binary = shutil.which("pulumi")
     if binary is None:
         return None
     try:
-        return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+        return subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [binary, *args], cwd=directory, capture_output=True, text=True, timeout=120, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 
 
-def token(stack: str | None) -> str:
+def token(stack: str | None, directory: Path) -> str:
     """The Hetzner token the provider would use: the stack's ``hcloud:token``, else HCLOUD_TOKEN."""
     if stack is not None:
-        done = _pulumi("config", "get", "hcloud:token", "--stack", stack)
+        done = _pulumi(directory, "config", "get", "hcloud:token", "--stack", stack)
         if done is not None and done.returncode == 0 and done.stdout.strip():
             return done.stdout.strip()
     value = os.environ.get("HCLOUD_TOKEN", "").strip()
@@ -128,9 +133,9 @@ def token(stack: str | None) -> str:
     return value
 
 
-def state_ids(stack: str) -> set[str]:
+def state_ids(stack: str, directory: Path) -> set[str]:
     """Hetzner ids of the servers, firewalls and keys in the stack's state (empty without the CLI)."""
-    done = _pulumi("stack", "export", "--stack", stack)
+    done = _pulumi(directory, "stack", "export", "--stack", stack)
     if done is None or done.returncode != 0:
         return set()
     try:
