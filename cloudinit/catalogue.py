@@ -47,6 +47,9 @@ class Family:
 
 
 COST_OPTIMISED = Family("cost-optimised (CX)", X86, "shared", EU)
+# CPX is sold in every location, but which generation in the US and Singapore is not settled here
+# (2026 reports still order Gen1 cpx31 in ash and find no cpx42/cpx62 there): the model accepts both
+# generations outside the EU and `vpsctl preflight` asks the API for the location's offer and stock.
 REGULAR = Family("regular performance (CPX)", X86, "shared", (*EU, *US, "sin"))
 ARM64 = Family("Arm64 (CAX)", ARM, "shared", EU)
 DEDICATED = Family("dedicated vCPU (CCX)", X86, "dedicated", (*EU, *US, "sin"))
