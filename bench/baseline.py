@@ -1,7 +1,7 @@
 """The bare baseline: the program's resources with fixed inputs and none of our code.
 
 It registers exactly what ``__main__.py`` registers for ``fleet(servers, admins)`` (tests/configs.py):
-the same type tokens and count, the same parent relationships and ``depends_on``, the same provider SDK
+the same type tokens and count, the same parent relationships, the same provider SDK
 classes (so RandomBytes and PrivateKey carry their built-in ``additional_secret_outputs``) and the
 Server's own ``additional_secret_outputs``/``ignore_changes``. Inputs are constants: no config
 reading, no validation, no rendering, no enrollment outputs, no Output chains between resources.
@@ -20,7 +20,8 @@ import pulumi_random as random
 import pulumi_tls as tls
 
 # The component type tokens of components/ (spelt out here: the baseline must not import our code).
-ADMIN_KEYS = "totp-vps:index:AdminKeys"
+BOOTSTRAP_KEY = "totp-vps:index:BootstrapKey"
+SHARED_FIREWALLS = "totp-vps:index:SharedFirewalls"
 TOTP_SERVER = "totp-vps:index:TotpServer"
 # A fixed public key line; the mock provider does not parse it.
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBASELINEBASELINEBASELINEBASELINEBASELINE00 baseline"
@@ -31,7 +32,7 @@ SEED_BYTES = 20
 
 def resource_count(servers: int, admins: int) -> int:
     """Registrations (stack excluded) of both the baseline and the real program."""
-    return 1 + admins + servers * (1 + 2 * admins + 3)
+    return 3 + 2 + servers * (1 + 2 * admins + 2)
 
 
 def program(servers: int, admins: int, user_data_bytes: int) -> Callable[[], None]:
@@ -51,20 +52,27 @@ def program(servers: int, admins: int, user_data_bytes: int) -> Callable[[], Non
 def register(servers: int, admins: int, user_data_bytes: int) -> None:
     """The baseline program's body."""
     user_data = "#cloud-config\n" + "#" * max(0, user_data_bytes - 14)
-    keys = pulumi.ComponentResource(ADMIN_KEYS, "admins")
-    for a in range(admins):
-        hcloud.SshKey(
-            f"admins-admin{a}-key",
-            name=f"baseline-admin{a}",
-            public_key=PUBLIC_KEY,
-            labels={"managed-by": "totp-vps"},
-            opts=pulumi.ResourceOptions(parent=keys),
-        )
-    keys.register_outputs({})
-    key_names = [f"baseline-admin{a}" for a in range(admins)]
+    key = pulumi.ComponentResource(BOOTSTRAP_KEY, "bootstrap")
+    tls.PrivateKey("bootstrap-private-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=key))
+    hcloud.SshKey("bootstrap-ssh-key", name="baseline-bootstrap", public_key=PUBLIC_KEY, labels={},
+                  opts=pulumi.ResourceOptions(parent=key))
+    key.register_outputs({})
+    shared = pulumi.ComponentResource(SHARED_FIREWALLS, "firewalls")
+    # The fleet's servers all have the same rules: one shared firewall.
+    hcloud.Firewall(
+        "firewalls-baseline",
+        name="baseline",
+        rules=[
+            hcloud.FirewallRuleArgs(direction="in", protocol="tcp", port="22", source_ips=["198.51.100.0/24", "2001:db8::/32"]),
+            hcloud.FirewallRuleArgs(direction="in", protocol="icmp", source_ips=["0.0.0.0/0", "::/0"]),
+        ],
+        labels={},
+        opts=pulumi.ResourceOptions(parent=shared),
+    )
+    shared.register_outputs({})
     for s in range(servers):
         name = f"srv-{s}"
-        comp = pulumi.ComponentResource(TOTP_SERVER, name, None, pulumi.ResourceOptions(depends_on=[keys]))
+        comp = pulumi.ComponentResource(TOTP_SERVER, name)
         child = pulumi.ResourceOptions(parent=comp)
         for a in range(admins):
             random.RandomBytes(f"{name}-admin{a}-totp-seed", length=SEED_BYTES, keepers={"rotation": "0"}, opts=child)
@@ -75,25 +83,13 @@ def register(servers: int, admins: int, user_data_bytes: int) -> None:
                 opts=child,
             )
         tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
-        hcloud.Firewall(
-            f"{name}-firewall",
-            name=name,
-            rules=[
-                hcloud.FirewallRuleArgs(
-                    direction="in", protocol="tcp", port="22", source_ips=["198.51.100.0/24", "2001:db8::/32"]
-                ),
-                hcloud.FirewallRuleArgs(direction="in", protocol="icmp", source_ips=["0.0.0.0/0", "::/0"]),
-            ],
-            labels={},
-            opts=child,
-        )
         hcloud.Server(
             f"{name}-server",
             name=name,
             image="debian-12",
-            server_type="cx22",
+            server_type="cx23",
             location="fsn1",
-            ssh_keys=key_names,
+            ssh_keys=["10000001"],
             firewall_ids=[10_000_001],
             user_data=user_data,
             labels={},

@@ -63,7 +63,7 @@ def _without(parts: Sequence[str], user_data_bytes: int) -> None:
     import pulumi
 
     from cloudinit import enrollment, render
-    from components import program, totp_server
+    from components import bootstrap_key, firewalls, program, totp_server
 
     qr = enrollment.terminal_qr(enrollment.otpauth_uri("A" * 32, "fleet", "admin0@srv-0"))
     user_data = "#cloud-config\n" + "#" * max(0, user_data_bytes - 14)
@@ -76,8 +76,8 @@ def _without(parts: Sequence[str], user_data_bytes: int) -> None:
         # no component outputs and no stack exports, as in the baseline
         "outputs": [
             (program, "build", lambda: (build(), {})[1]),
-            (totp_server.TotpServer, "register_outputs",
-             lambda self, outputs: pulumi.ComponentResource.register_outputs(self, {})),
+            *((component, "register_outputs", lambda self, outputs: pulumi.ComponentResource.register_outputs(self, {}))
+              for component in (totp_server.TotpServer, firewalls.SharedFirewalls, bootstrap_key.BootstrapKey)),
         ],
     }
     for part in parts:

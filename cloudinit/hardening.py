@@ -9,16 +9,21 @@ ssh-baseline; ``ssh-audit`` must report no "fail" item against a server with the
 
 from __future__ import annotations
 
-VERSION = "2026.11.1"
+VERSION = "2026.12.1"
 
 Version = tuple[int, int]
 
 # Hetzner image -> OpenSSH version its sshd ships (what the algorithm lists must not exceed).
+# OpenSSH 10.0 removed DSA (never listed here) and took finite-field DH out of sshd's DEFAULT KEX
+# list only: the groups stay in kex-names.c through 10.2, so naming them explicitly still works.
+# 10.1 removed the experimental XMSS keys and only added client warnings (WarnWeakCrypto); 10.2 is a
+# bug-fix release. Every name below is still in 10.2's kex-names.c, cipher.c, mac.c and sshkey.c.
 IMAGES: dict[str, Version] = {
     "debian-12": (9, 2),
     "debian-13": (10, 0),
     "ubuntu-22.04": (8, 9),
     "ubuntu-24.04": (9, 6),
+    "ubuntu-26.04": (10, 2),  # ships sudo-rs as sudo: the NOPASSWD sudoers line works as before
 }
 
 # PerSourcePenalties (and PerSourcePenaltyExemptList) appeared in OpenSSH 9.8.

@@ -21,10 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from agent import state
-from cloudinit import hardening
+from cloudinit import catalogue, hardening
 
 HETZNER_USER_DATA_LIMIT = 32 * 1024
-LOCATIONS = frozenset({"fsn1", "nbg1", "hel1", "ash", "hil", "sin"})
 MAX_BACKUP_CODES = 10  # pam_google_authenticator reads at most ten scratch codes
 MAX_LIST = 1000  # no setting needs longer lists; a hostile file gets one line instead of minutes of work
 SUDO_MODES = ("nopasswd", "totp", "none")
@@ -33,7 +32,6 @@ ANYWHERE_SHARE = 1 / 16
 
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-_SERVER_TYPE = re.compile(r"(cx|cpx|cax|ccx)[0-9]{2}")
 _LABEL_PART = r"[a-zA-Z0-9]([-a-zA-Z0-9_.]{0,61}[a-zA-Z0-9])?"
 _LABEL_KEY = re.compile(rf"({_LABEL_PART}(\.{_LABEL_PART})*/)?{_LABEL_PART}")
 _LABEL_VALUE = re.compile(rf"({_LABEL_PART})?")
@@ -185,7 +183,7 @@ class Server:
     """Key-only accounts for automation, each limited to its own networks."""
     image: str = "debian-12"
     """Hetzner image name."""
-    server_type: str = "cx22"
+    server_type: str = catalogue.DEFAULT_SERVER_TYPE
     """Hetzner server type."""
     location: str = "fsn1"
     """Hetzner location."""
@@ -237,12 +235,12 @@ class Server:
         k = self.key
         if not isinstance(self.name, str) or not _HOSTNAME.fullmatch(self.name):
             raise ConfigError(k("name"), self.name, "must be a hostname label: [a-z0-9-], 1-63 chars")
-        if not isinstance(self.image, str) or self.image not in hardening.IMAGES:
-            raise ConfigError(k("image"), self.image, f"must be one of {sorted(hardening.IMAGES)}")
-        if not isinstance(self.server_type, str) or not _SERVER_TYPE.fullmatch(self.server_type):
-            raise ConfigError(k("serverType"), self.server_type, "must be a Hetzner server type such as cx22")
-        if not isinstance(self.location, str) or self.location not in LOCATIONS:
-            raise ConfigError(k("location"), self.location, f"must be one of {sorted(LOCATIONS)}")
+        if problem := catalogue.location_problem(self.location):
+            raise ConfigError(k("location"), self.location, problem)
+        if problem := catalogue.server_type_problem(self.server_type, self.location):
+            raise ConfigError(k("serverType"), self.server_type, problem)
+        if problem := catalogue.image_problem(self.image, self.server_type):
+            raise ConfigError(k("image"), self.image, problem)
         for setting, port in (("sshPort", self.ssh_port), ("previousSshPort", self.previous_ssh_port)):
             if port is None and setting == "previousSshPort":
                 continue

@@ -16,7 +16,8 @@ from cloudinit.model import NOT_SHOWN, Admin, ConfigError, Server, ServiceAccoun
 
 NAMESPACE = "totp-vps"
 SECRET_KEYS = frozenset({"seedOverrides"})
-KEYS = frozenset({"admins", "servers", "defaults", "issuer", "backupCodes", "serviceAccounts", "operator"}) | SECRET_KEYS
+KEYS = frozenset({"admins", "servers", "defaults", "issuer", "backupCodes", "serviceAccounts", "operator",
+                  "keepLegacyFirewalls"}) | SECRET_KEYS
 
 _ADMIN_KEYS = {"name": "name", "sshKeys": "ssh_keys", "shell": "shell", "rotation": "rotation", "sudo": "sudo"}
 _ACCOUNT_KEYS = {"name": "name", "sshKeys": "ssh_keys", "fromCidrs": "from_cidrs", "command": "command",
@@ -48,6 +49,8 @@ class StackConfig:
     """One entry per Hetzner server."""
     operator: Operator | None = None
     """Set: ``pulumi up`` converges running servers itself; unset: ``vpsctl sync`` does."""
+    keep_legacy_firewalls: bool = False
+    """Upgrade transition from a firewall per server (components/firewalls.py)."""
 
 
 def parse(values: Mapping[str, Any]) -> StackConfig:
@@ -69,7 +72,10 @@ def parse(values: Mapping[str, Any]) -> StackConfig:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"servers[{i}].name", name, "is used by another server")
-    return StackConfig(servers=servers, operator=_operator(values.get("operator"), servers))
+    keep_legacy = values.get("keepLegacyFirewalls", False)
+    if not isinstance(keep_legacy, bool):
+        raise ConfigError(f"{NAMESPACE}:keepLegacyFirewalls", keep_legacy, "must be true or false")
+    return StackConfig(servers=servers, operator=_operator(values.get("operator"), servers), keep_legacy_firewalls=keep_legacy)
 
 
 def _people(raw: object, where: str, keys: Mapping[str, str], kind: Any, *, required: bool) -> dict[str, Any]:

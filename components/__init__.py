@@ -1,6 +1,7 @@
 """Pulumi components: everything in this package registers resources; rendering lives in cloudinit."""
 
-from components.admin_keys import AdminKeys, AdminKeysArgs
+from components.bootstrap_key import BootstrapKey, BootstrapKeyArgs
+from components.firewalls import SharedFirewalls, SharedFirewallsArgs
 from components.totp_server import TotpServer, TotpServerArgs
 
-__all__ = ["AdminKeys", "AdminKeysArgs", "TotpServer", "TotpServerArgs"]
+__all__ = ["BootstrapKey", "BootstrapKeyArgs", "SharedFirewalls", "SharedFirewallsArgs", "TotpServer", "TotpServerArgs"]

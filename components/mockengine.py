@@ -198,6 +198,7 @@ class RecordingMonitor(_mocks.MockMonitor):
                 "additionalSecretOutputs": list(request.additionalSecretOutputs),
                 "replaceOnChanges": list(request.replaceOnChanges),
                 "deleteBeforeReplace": request.deleteBeforeReplace,
+                "aliases": [a.urn for a in request.aliases if a.urn],
             },
             outputs=rpc.deserialize_properties(response.object, keep_unknowns=True) if request.custom else {},
         )

@@ -13,7 +13,10 @@ from pulumi.runtime import config as runtime_config
 
 from cloudinit import stackconfig
 from cloudinit.model import ConfigError
-from components.admin_keys import AdminKeys, AdminKeysArgs, key_names
+from components import firewalls
+from components.bootstrap_key import BootstrapKey, BootstrapKeyArgs
+from components.firewalls import SharedFirewalls, SharedFirewallsArgs
+from components.naming import owner_labels, resource_name
 from components.totp_server import TotpServer, TotpServerArgs
 
 NS = stackconfig.NAMESPACE
@@ -54,25 +57,39 @@ def _value(raw: str | None) -> Any:
 def build() -> dict[str, Any]:
     """Validate everything, then register; returns the stack outputs to export."""
     parsed, overrides = read_config()
-    plans = [
-        TotpServerArgs(
-            server=server,
-            ssh_key_names=[n for admin in server.admins for n in key_names(admin)],
-            seed_overrides={a: s for a, s in overrides.items() if a in server.admin_names},
-            signer=None,
+    project, stack = pulumi.get_project(), pulumi.get_stack()
+    transition = parsed.keep_legacy_firewalls
+    firewall_plan = firewalls.plan(parsed.servers, project, stack, keep_legacy=transition)
+    legacy = set(firewall_plan.legacy)
+    labels = owner_labels(project, stack)
+    plans = []
+    for server in parsed.servers:
+        if transition and server.rebuild:
+            # A replacement takes ignored inputs from the state: mid-transition that would be the
+            # previous version's admin key names, which this run deletes from Hetzner.
+            reason = f"cannot rebuild while {firewalls.TRANSITION_KEY} is set; rebuild after the transition"
+            raise ConfigError(f"{server.where}.rebuild", True, reason)
+        plans.append(
+            TotpServerArgs(
+                server=server,
+                keep_legacy_firewall=server.name in legacy,
+                labels=labels,
+                seed_overrides={a: s for a, s in overrides.items() if a in server.admin_names},
+                signer=None,
+            )
         )
-        for server in parsed.servers
-    ]
     # Nothing is registered before this line: every bad value has already been reported.
-    every_admin = {a.name: a for plan in plans for a in plan.server.admins}
-    keys = AdminKeys("admins", AdminKeysArgs(admins=tuple(every_admin.values()), labels={"managed-by": "totp-vps"}))
+    key = BootstrapKey("bootstrap", BootstrapKeyArgs(key_name=resource_name(project, stack, "bootstrap"), labels=labels))
+    shared = SharedFirewalls("firewalls", SharedFirewallsArgs(plan=firewall_plan, labels=labels))
     # One key per stack signs every desired state sent to a running server (vpsctl sync, pulumi up's
     # converge): the servers trust it from their first boot, so a stolen admin session cannot apply one.
     signing = tls.PrivateKey("state-signing-key", algorithm="ED25519")
     servers = {}
     for plan in plans:  # a loop, not a comprehension: one stack frame less at every registration
-        final = dataclasses.replace(plan, signer=signing.public_key_openssh)
-        servers[plan.server.name] = TotpServer(plan.server.name, final, pulumi.ResourceOptions(depends_on=[keys]))
+        # The validated arguments, now with the resources they reference.
+        wired = dataclasses.replace(plan, ssh_key_ids=[key.key_id], firewall_ids=shared.ids_for(plan.server.name),
+                                    signer=signing.public_key_openssh)
+        servers[plan.server.name] = TotpServer(plan.server.name, wired)
     return {
         "servers": {
             name: {

@@ -2,8 +2,10 @@
 
 Children (all ``parent=self``, names derived from the instance name and never changed afterwards):
 per admin a seed and backup-code ``random.RandomBytes`` (stateful, so ``pulumi up`` never changes
-them), the pinned host key (``tls.PrivateKey``), the ``hcloud.Firewall`` and the ``hcloud.Server``
-(firewall attached at creation). The user-data comes from the pure renderer in ``cloudinit``.
+them), the pinned host key (``tls.PrivateKey``) and the ``hcloud.Server``, created with the stack's
+bootstrap key and its shared firewall attached (components/bootstrap_key.py, components/firewalls.py);
+during the upgrade transition also the server's own firewall of the previous version. The user-data
+comes from the pure renderer in ``cloudinit``.
 """
 
 from __future__ import annotations
@@ -31,19 +33,10 @@ from cloudinit.secrets import (
     known_hosts_line,
     seed_from_bytes,
 )
+from components.firewalls import rules_for
+from components.naming import WAIVER_PREFIX
 
 TYPE = "totp-vps:index:TotpServer"
-WAIVER_PREFIX = "totp-vps.waive/"  # policy/policies.py reads these labels
-ANYWHERE = ("0.0.0.0/0", "::/0")
-# Egress preset: once any outbound rule exists Hetzner denies the rest, so list what a server needs.
-EGRESS_PRESET = (
-    ("udp", "53", "DNS"),
-    ("tcp", "53", "DNS over TCP"),
-    ("udp", "123", "NTP: TOTP needs a synced clock"),
-    ("tcp", "80", "HTTP: package mirrors"),
-    ("tcp", "443", "HTTPS"),
-    ("icmp", None, "ICMP: path MTU discovery, ping"),
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,46 +45,30 @@ class TotpServerArgs:
 
     server: Server
     """The validated server description (cloudinit.model.Server)."""
-    ssh_key_names: Sequence[str]
-    """Hetzner names of the admins' uploaded keys (without any, Hetzner mails a root password)."""
-    signer: pulumi.Input[str] | None
+    ssh_key_ids: Sequence[pulumi.Input[str]] = ()
+    """The stack's bootstrap key (without a key, Hetzner mails a root password; admins' keys come from the
+    user-data). Empty while the program validates; required by TotpServer."""
+    firewall_ids: Sequence[pulumi.Input[int]] = ()
+    """The shared firewall of the server's rule set, attached at creation. Required by TotpServer."""
+    keep_legacy_firewall: bool = False
+    """Upgrade transition: keep the previous version's firewall of this server attached as well."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Labels for the Hetzner resources on top of the server's own (the stack's ownership label)."""
+    signer: pulumi.Input[str] | None = None
     """Public half of the stack's state-signing key: the server applies only changes it signed (None while
-    the program validates, before any resource exists)."""
+    the program validates, before any resource exists; required by TotpServer)."""
     seed_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Admin -> existing base32 seed to carry over an enrollment (plain here, made secret inside)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.server, Server):
             raise ConfigError("server", type(self.server).__name__, "must be a cloudinit.model.Server")
-        if not self.ssh_key_names:
-            raise ConfigError(f"{self.server.where}.admins", [], "needs at least one hcloud SSH key")
         for admin in self.seed_overrides:
             if admin not in self.server.admin_names:
                 raise ConfigError(f"seedOverrides.{admin}", admin, f"is not an admin of {self.server.name}")
         normalised = {a: check_seed(s, f"seedOverrides.{a}") for a, s in self.seed_overrides.items()}
         object.__setattr__(self, "seed_overrides", normalised)  # frozen: normalise once, here
         render.check_fits(self.server)
-
-
-def firewall_rules(server: Server) -> list[hcloud.FirewallRuleArgs]:
-    """Inbound: SSH from the allowed networks, optional ICMP; nothing else (no UDP 123: NTP is outbound)."""
-    rules = [
-        hcloud.FirewallRuleArgs(
-            direction="in",
-            protocol="tcp",
-            port=str(server.ssh_port),
-            source_ips=list(server.allowed_cidrs),
-            description="SSH (key + TOTP)",
-        )
-    ]
-    if server.allow_icmp:
-        rules.append(hcloud.FirewallRuleArgs(direction="in", protocol="icmp", source_ips=list(ANYWHERE), description="ICMP"))
-    if server.restrict_egress:
-        rules += [
-            hcloud.FirewallRuleArgs(direction="out", protocol=proto, port=port, destination_ips=list(ANYWHERE), description=why)
-            for proto, port, why in EGRESS_PRESET
-        ]
-    return rules
 
 
 def waiver_labels(spec: Server, resource: str) -> dict[str, str]:
@@ -106,7 +83,7 @@ def waiver_labels(spec: Server, resource: str) -> dict[str, str]:
 
 
 class TotpServer(pulumi.ComponentResource):
-    """A Hetzner server, its firewall, its pinned host key and its admins' TOTP secrets."""
+    """A Hetzner server, its pinned host key and its admins' TOTP secrets."""
 
     ipv4: pulumi.Output[str]
     ipv6: pulumi.Output[str]
@@ -125,9 +102,11 @@ class TotpServer(pulumi.ComponentResource):
     """The desired state's serial: a digest, not secret, that changes exactly when the desired state does."""
 
     def __init__(self, name: str, args: TotpServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        if not args.ssh_key_ids or not args.firewall_ids or args.signer is None:
+            # A wiring mistake in the program, caught before this server registers anything.
+            raise ValueError(f"TotpServer {name}: ssh_key_ids, firewall_ids and signer are required "
+                             "(a key and a firewall at creation, the key that signs later changes)")
         super().__init__(TYPE, name, None, opts)
-        if args.signer is None:
-            raise ValueError("TotpServerArgs.signer: the stack's state-signing public key is needed")
         spec = args.server
         child = pulumi.ResourceOptions(parent=self)
 
@@ -168,9 +147,19 @@ class TotpServer(pulumi.ComponentResource):
             )
         )
 
-        firewall = hcloud.Firewall(
-            f"{name}-firewall", name=spec.name, rules=firewall_rules(spec), labels=waiver_labels(spec, "firewall"), opts=child
-        )
+        firewall_ids = list(args.firewall_ids)
+        if args.keep_legacy_firewall:
+            # The previous version's firewall of this server, under its old URN, name and rules,
+            # attached next to the shared one for one run: the provider detaches before it attaches, so
+            # only a later run (without it) may drop it, and Pulumi deletes it after that detach.
+            legacy = hcloud.Firewall(
+                f"{name}-firewall",
+                name=spec.name,
+                rules=[r.args() for r in rules_for(spec)],
+                labels={**waiver_labels(spec, "firewall"), **args.labels},
+                opts=child,
+            )
+            firewall_ids.append(legacy.id.apply(int))
 
         user_data = bundle.apply(lambda b: render.render_user_data(spec, b[1], b[0], b[2]))  # secret, as the bundle
 
@@ -180,10 +169,10 @@ class TotpServer(pulumi.ComponentResource):
             image=spec.image,
             server_type=spec.server_type,
             location=spec.location,
-            ssh_keys=list(args.ssh_key_names),
-            firewall_ids=[firewall.id.apply(int)],
+            ssh_keys=list(args.ssh_key_ids),
+            firewall_ids=firewall_ids,
             user_data=user_data,
-            labels=waiver_labels(spec, "server"),
+            labels={**waiver_labels(spec, "server"), **args.labels},
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=spec.ipv4, ipv6_enabled=spec.ipv6)],
             delete_protection=spec.protection,
             rebuild_protection=spec.protection,
@@ -191,7 +180,9 @@ class TotpServer(pulumi.ComponentResource):
                 parent=self,
                 protect=spec.protection,
                 # cloud-init runs once, at first boot, and Hetzner REPLACES a server whose user-data or
-                # key list changes: a template upgrade must never destroy a running server.
+                # key list changes: a template upgrade must never destroy a running server. Ignored
+                # inputs keep their old value even in a replacement (the engine takes them from the
+                # state), so a rebuild lifts both: the new server gets the current user-data and key.
                 ignore_changes=None if spec.rebuild else ["user_data", "ssh_keys"],
                 additional_secret_outputs=["userData"],
             ),

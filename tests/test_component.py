@@ -10,7 +10,7 @@ from configs import ed25519_key, secrets_from_state
 from cloudinit import render
 from cloudinit.model import Admin, ConfigError, Server
 from cloudinit.secrets import KeyPair
-from components import TotpServer, TotpServerArgs, mockengine
+from components import SharedFirewalls, SharedFirewallsArgs, TotpServer, TotpServerArgs, firewalls, mockengine
 from components.totp_server import TYPE
 
 FIREWALL = "hcloud:index/firewall:Firewall"
@@ -26,10 +26,19 @@ def make_server(**overrides: object) -> Server:
     return Server(**fields)  # type: ignore[arg-type]
 
 
+BOOTSTRAP_KEY_ID = "4711"
+
+
 def deploy(server: Server, **args: object) -> mockengine.ProgramRun:
-    return mockengine.run(
-        {}, program=lambda: TotpServer(server.name, TotpServerArgs(server=server, ssh_key_names=["k-alice"], **args))
-    )
+    """The server with its shared firewall, as the program wires them (the key id is a stand-in)."""
+
+    def program() -> None:
+        plan = firewalls.plan([server], mockengine.PROJECT, "offline")
+        shared = SharedFirewalls("firewalls", SharedFirewallsArgs(plan=plan, labels={}))
+        wiring = {"ssh_key_ids": [BOOTSTRAP_KEY_ID], "firewall_ids": shared.ids_for(server.name)}
+        TotpServer(server.name, TotpServerArgs(server=server, **{**wiring, **args}))  # type: ignore[arg-type]
+
+    return mockengine.run({}, program=program)
 
 
 def secret_strings(run: mockengine.ProgramRun, server: Server) -> list[str]:
@@ -83,7 +92,7 @@ def test_server_inputs_attach_the_firewall_at_creation() -> None:
     assert inputs["firewallIds"] == [int(mockengine._numeric_id(fw.name))], "the firewall's own id, at creation"
     assert (inputs["image"], inputs["serverType"], inputs["location"], inputs["name"]) == ("debian-13", "cax11", "hel1", "web-1")
     assert inputs["labels"] == {"role": "web"}
-    assert inputs["sshKeys"] == ["k-alice"]
+    assert inputs["sshKeys"] == [BOOTSTRAP_KEY_ID], "the stack's bootstrap key, never an admin's"
     assert inputs["publicNets"] == [{"ipv4Enabled": True, "ipv6Enabled": True}]
     assert srv.parent == run.one(TYPE, "web-1").urn
 
@@ -114,8 +123,9 @@ def test_user_data_is_exactly_the_renderers_output_and_secret() -> None:
 def test_every_child_is_parented_and_named_after_the_instance() -> None:
     run = deploy(make_server())
     comp = run.one(TYPE, "web-1")
-    children = [r for r in run.registrations if r is not comp]
-    assert len(children) == 3 * 2 + 3  # per admin seed + codes; host key, firewall, server
+    shared = run.one(firewalls.TYPE, "firewalls")
+    children = [r for r in run.registrations if r not in (comp, shared) and r.parent != shared.urn]
+    assert len(children) == 3 * 2 + 2  # per admin seed + codes; host key, server (the firewall is shared)
     assert all(r.parent == comp.urn for r in children)
     assert all(r.name.startswith("web-1-") for r in children)
 
@@ -165,13 +175,14 @@ def test_component_registers_its_outputs_last_with_enrollment_secret() -> None:
     assert outputs["sshCommands"]["bob"] == f"ssh -p 2222 bob@{ip}"
 
 
-def test_constructor_ends_with_register_outputs() -> None:
+@pytest.mark.parametrize("component", ["TotpServer", "SharedFirewalls", "BootstrapKey"])
+def test_constructor_ends_with_register_outputs(component: str) -> None:
     import ast
     import inspect
 
-    from components import totp_server
+    import components
 
-    tree = ast.parse(inspect.getsource(totp_server.TotpServer.__init__).strip().replace("\n    ", "\n"))
+    tree = ast.parse(inspect.getsource(getattr(components, component).__init__).strip().replace("\n    ", "\n"))
     body = tree.body[0].body  # type: ignore[attr-defined]
     last = body[-1]
     assert isinstance(last, ast.Expr) and ast.unparse(last).startswith("self.register_outputs(")
@@ -232,16 +243,26 @@ def test_seed_override_carries_an_enrollment_over_and_stays_secret() -> None:
 @pytest.mark.parametrize(
     ("args", "key"),
     [
-        ({"ssh_key_names": []}, "servers[?].admins"),
         ({"seed_overrides": {"mallory": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"}}, "seedOverrides.mallory"),
         ({"seed_overrides": {"alice": "tooshort"}}, "seedOverrides.alice"),
         ({"seed_overrides": {"alice": "not base32 at all 0189!"}}, "seedOverrides.alice"),
     ],
 )
 def test_bad_args_fail_at_construction_naming_the_field(args: dict[str, object], key: str) -> None:
-    fields: dict[str, object] = {"server": make_server(), "ssh_key_names": ["k"]}
+    fields: dict[str, object] = {"server": make_server()}
     fields.update(args)
     with pytest.raises(ConfigError) as err:
         TotpServerArgs(**fields)  # type: ignore[arg-type]
     assert str(err.value).startswith(f"{key}:")
     assert "JBSWY3DP" not in str(err.value) and "tooshort" not in str(err.value), "a seed never appears in an error"
+
+
+@pytest.mark.parametrize("missing", ["ssh_key_ids", "firewall_ids"])
+def test_a_server_without_its_key_or_firewall_registers_nothing(missing: str) -> None:
+    server = make_server()
+    wiring = {"ssh_key_ids": [BOOTSTRAP_KEY_ID], "firewall_ids": [1]}
+    del wiring[missing]
+    with pytest.raises(mockengine.ProgramFailed) as err:
+        mockengine.run({}, program=lambda: TotpServer(server.name, TotpServerArgs(server=server, **wiring)))  # type: ignore[arg-type]
+    assert "ssh_key_ids and firewall_ids are required" in str(err.value)
+    assert err.value.registrations == []

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from pulumi.runtime import rpc
 
-from cloudinit import stackconfig
-from components import mockengine, totp_server
+from cloudinit import hardening, stackconfig
+from components import firewalls, mockengine, totp_server
 from components.mockengine import ProgramRun, Registration
 from policy import offline, policies
 
@@ -108,8 +108,15 @@ def stack_output(key: str, value: Any) -> Callable[[ProgramRun], None]:
     return change
 
 
-WEB_FW = (FIREWALL, "web-1-firewall")
-DB_FW = (FIREWALL, "db-1-firewall")
+def shared_firewall(server: str) -> tuple[str, str]:
+    """(type, name) of the shared firewall the example's ``server`` is attached to."""
+    plain, _ = example_values()
+    plan = firewalls.plan(stackconfig.parse(plain).servers, mockengine.PROJECT, "offline")
+    return FIREWALL, f"firewalls-{plan.by_server[server].key}"
+
+
+WEB_FW = shared_firewall("web-1")
+DB_FW = shared_firewall("db-1")
 WEB = (SERVER, "web-1-server")
 OFFICE = "198.51.100.0/24"
 GA = "pam_google_authenticator.so"
@@ -227,6 +234,15 @@ def test_example_stack_passes(example_run: ProgramRun, policy_id: str) -> None:
 
 def test_example_stack_has_zero_findings(example_run: ProgramRun) -> None:
     assert offline.check(example_run) == []
+
+
+@pytest.mark.parametrize("image", sorted(hardening.IMAGES))
+@pytest.mark.parametrize("server_type", ["cx23", "cax11"])
+def test_every_image_on_x86_and_arm_is_policy_clean(image: str, server_type: str) -> None:
+    plain, secret = example_values()
+    plain["defaults"] = {**plain["defaults"], "image": image, "serverType": server_type}
+    plain["servers"] = [{k: v for k, v in s.items() if k != "image"} for s in plain["servers"]]
+    assert offline.check(mockengine.run(plain, secret)) == []
 
 
 @pytest.mark.parametrize(("policy_id", "where", "change"), variants())
@@ -391,7 +407,7 @@ def test_vpsctl_check_mandatory_violation_exits_1(tmp_path: Path) -> None:
     path = write_config(tmp_path, lambda c: c["totp-vps:servers"][0]["labels"].update(note=SEED))
     result = vpsctl("--config", str(path))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "web-1-firewall  hcloud:index/firewall:Firewall" in result.stdout
+    assert "web-1-server  hcloud:index/server:Server" in result.stdout
     assert "sec-02  mandatory" in result.stdout and "labels.note carries a base32 TOTP seed" in result.stdout
     assert SEED not in result.stdout + result.stderr
 

@@ -21,17 +21,20 @@ def test_two_servers_three_admins_register_everything() -> None:
     for r in run.registrations:
         counts[r.type] = counts.get(r.type, 0) + 1
     assert counts == {
-        "totp-vps:index:AdminKeys": 1,
-        "hcloud:index/sshKey:SshKey": 3,
+        "totp-vps:index:BootstrapKey": 1,
+        "hcloud:index/sshKey:SshKey": 1,
+        "totp-vps:index:SharedFirewalls": 1,
+        "hcloud:index/firewall:Firewall": 1,  # both servers have the same rules
         "totp-vps:index:TotpServer": 2,
         "random:index/randomBytes:RandomBytes": 2 * 3 * 2,
-        "tls:index/privateKey:PrivateKey": 2,
-        "hcloud:index/firewall:Firewall": 2,
+        "tls:index/privateKey:PrivateKey": 2 + 1,  # host keys and the bootstrap key
         "hcloud:index/server:Server": 2,
     }
-    keys = {r.plain_inputs["name"] for r in run.of_type("hcloud:index/sshKey:SshKey")}
+    (key,) = run.of_type("hcloud:index/sshKey:SshKey")
+    (firewall,) = run.of_type("hcloud:index/firewall:Firewall")
     for server in run.of_type(SERVER):
-        assert set(server.plain_inputs["sshKeys"]) == keys, "servers name the uploaded keys"
+        assert server.plain_inputs["sshKeys"] == [mockengine._numeric_id(key.name)], "the bootstrap key's id"
+        assert server.plain_inputs["firewallIds"] == [int(mockengine._numeric_id(firewall.name))]
 
 
 def test_exports_per_server_and_admin_with_enrollment_secret() -> None:
@@ -130,6 +133,10 @@ BAD_CONFIGS = [
     ("unknown-image", _set("servers.0.image", "centos-7"), "servers[0].image", "'centos-7'"),
     ("unknown-location", _set("servers.0.location", "mars1"), "servers[0].location", "'mars1'"),
     ("bad-server-type", _set("servers.0.serverType", "huge"), "servers[0].serverType", "'huge'"),
+    ("removed-server-type", _set("defaults.serverType", "cx22"), "servers[0].serverType", "use cx23 (got 'cx22')"),
+    ("arm-outside-the-eu", lambda c: c["servers"][0].update(serverType="cax11", location="ash"), "servers[0].serverType",
+     "in ash"),
+    ("transition-not-bool", _set("keepLegacyFirewalls", "yes"), "totp-vps:keepLegacyFirewalls", "'yes'"),
     ("empty-admins", _set("admins", []), "admins", "[]"),
     ("empty-servers", _set("servers", []), "servers", "[]"),
     ("server-admins-empty", _set("servers.0.admins", []), "servers[0].admins", "[]"),

@@ -151,7 +151,7 @@ def test_pam_file_asks_for_the_code_and_never_a_password(rendered: tuple[Server,
 
 def test_hardening_data_shape() -> None:
     assert re.fullmatch(r"20\d\d\.\d{1,2}\.\d+", hardening.VERSION)
-    assert set(hardening.IMAGES) == {"debian-12", "debian-13", "ubuntu-22.04", "ubuntu-24.04"}
+    assert set(hardening.IMAGES) == {"debian-12", "debian-13", "ubuntu-22.04", "ubuntu-24.04", "ubuntu-26.04"}
     assert set(hardening.PAM_PACKAGE) == set(hardening.IMAGES)
     lists = (hardening.KEX, hardening.CIPHERS, hardening.MACS, hardening.HOST_KEY_ALGORITHMS, hardening.PUBKEY_ALGORITHMS)
     for algorithms in lists:

@@ -13,8 +13,14 @@ import sys
 from vpsctl.errors import EXIT_USAGE, CliError
 
 # Subcommand -> module with ``add_arguments(parser)``, ``run(args) -> int`` and a docstring.
-COMMANDS = {"render": "vpsctl.render", "qr": "vpsctl.qr", "verify": "vpsctl.verify", "check": "vpsctl.check",
-            "sync": "vpsctl.sync"}
+COMMANDS = {
+    "render": "vpsctl.render",
+    "qr": "vpsctl.qr",
+    "verify": "vpsctl.verify",
+    "check": "vpsctl.check",
+    "preflight": "vpsctl.preflight",
+    "sync": "vpsctl.sync",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
