@@ -44,14 +44,15 @@ def run() -> Section:
         name = f"admin{i}"
         keys[name], public = sshd_harness.new_key(f"{name}@laptop")
         people.append(Admin(name=name, ssh_keys=(public,)))
-    server = Server(name="bench-1", admins=tuple(people), allowed_cidrs=("198.51.100.0/24",))
+    server = Server(name="bench-1", admins=tuple(people), allowed_cidrs=("127.0.0.0/8",), ssh_port=sshd_harness.free_port())
     secrets = {name: fresh_admin_secrets(server.backup_codes) for name in keys}
-    user_data = render.render_user_data(server, secrets, fresh_key_pair())
+    signer = fresh_key_pair()
+    user_data = render.render_user_data(server, secrets, fresh_key_pair(), signer.public_openssh)
 
     times: list[float] = []
     refused: list[str] = []
     used: dict[str, set[str]] = {name: set() for name in keys}
-    with sshd_harness.running_sshd(user_data) as sshd:
+    with sshd_harness.running_server(user_data) as sshd:
         for _round in range(LOGINS_PER_ADMIN):
             for name, key in keys.items():
                 totp = pyotp.TOTP(secrets[name].seed)

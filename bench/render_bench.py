@@ -18,7 +18,7 @@ def user_data(admins: int) -> str:
 
     server = stackconfig.parse(fleet(1, admins)).servers[0]
     secrets = {name: fresh_admin_secrets(server.backup_codes) for name in server.admin_names}
-    return render.render_user_data(server, secrets, fresh_key_pair())
+    return render.render_user_data(server, secrets, fresh_key_pair(), fresh_key_pair().public_openssh)
 
 
 def run(renders: int) -> tuple[Section, int]:
@@ -30,11 +30,11 @@ def run(renders: int) -> tuple[Section, int]:
     server = stackconfig.parse(fleet(1, 3)).servers[0]
     secrets = {name: fresh_admin_secrets(server.backup_codes) for name in server.admin_names}
     host_key = fresh_key_pair()
-    render.render_user_data(server, secrets, host_key)  # templates load once per process
+    render.render_user_data(server, secrets, host_key, host_key.public_openssh)  # templates load once per process
     times = []
     for _ in range(renders):
         start = time.perf_counter()
-        render.render_user_data(server, secrets, host_key)
+        render.render_user_data(server, secrets, host_key, host_key.public_openssh)
         times.append(time.perf_counter() - start)
     per_render = median(times) * 1000
     sizes = {n: len(user_data(n).encode()) for n in ADMIN_COUNTS}

@@ -24,6 +24,7 @@ from cloudinit.model import ConfigError
 from cloudinit.secrets import known_hosts_line
 from lab import image, ssh, stack
 from lab.vm import VM, Report, VMError
+from vpsctl import sshclient
 from vpsctl.errors import EXIT_USAGE, CliError
 
 
@@ -67,19 +68,19 @@ def _enrollment(lab: stack.LabServer, admin: str, port: int, identity: Path | No
 
 def _check(lab: stack.LabServer, admin: str, key: stack.LabKey, vm: VM) -> int:
     """Key + TOTP logs in and sudo works; key alone does not. Powers the guest off through the login."""
-    with ssh.login(vm.host_port, admin, key=key.pkey(), pinned=lab.host_key.public_openssh) as key_only:
+    with sshclient.login(vm.host_port, admin, key=key.pkey(), pinned=lab.host_key.public_openssh) as key_only:
         if key_only.accepted:
             _say("lab: check FAILED: the key alone logged in")
             return 1
     code = pyotp.TOTP(lab.admins[admin].seed).now()
-    attempt = ssh.login(vm.host_port, admin, key=key.pkey(), code=code, pinned=lab.host_key.public_openssh, keep=True)
+    attempt = sshclient.login(vm.host_port, admin, key=key.pkey(), code=code, pinned=lab.host_key.public_openssh, keep=True)
     try:
         if not attempt.accepted:
             _say(f"lab: check FAILED: key + TOTP: {attempt}")
             return 1
-        status, out = attempt.run("sudo -n true && echo sudo-ok")
-        if status != 0 or "sudo-ok" not in out:
-            _say(f"lab: check FAILED: sudo as {admin}: {out.strip()}")
+        done = attempt.run("sudo -n true && echo sudo-ok")
+        if done.status != 0 or "sudo-ok" not in done.stdout:
+            _say(f"lab: check FAILED: sudo as {admin}: {done.output.strip()}")
             return 1
         _say(f"lab: check passed: {admin} logged in with key + TOTP (host key pinned), key alone refused, sudo works")
         vm.poweroff(lambda: attempt.run("sudo systemctl poweroff", timeout=10))

@@ -92,6 +92,5 @@ def load_document(path: Path = EXAMPLE) -> Mapping[str, Any]:
 def render_server(server: Server) -> LabServer:
     """Fresh secrets and the user-data, through the functions ``vpsctl render`` uses."""
     admins, host_key = server_secrets(server, {})
-    user_data = render.render_user_data(server, admins, host_key)
-    render.parse(user_data)
+    user_data = render.render_user_data(server, admins, host_key, secrets.fresh_key_pair().public_openssh)
     return LabServer(server=server, user_data=user_data, admins=admins, host_key=host_key)

@@ -32,7 +32,7 @@ import pulumi_policy as pp
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from agent import state as agent_state
-from cloudinit import cloudconfig, hardening, render
+from cloudinit import cloudconfig, hardening
 
 PACK_NAME = "totp-vps"
 PACK_VERSION = "0.1.0"

@@ -166,7 +166,8 @@ class Server:
     sshd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
-    def root(self, argv: Sequence[str], stdin: str | bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def root(self, argv: Sequence[str], stdin: str | bytes | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` as root inside the server's namespaces."""
         data = stdin.encode() if isinstance(stdin, str) else stdin
         done = subprocess.run(["nsenter", "-t", str(self.inside), "-m", "-p", *argv], input=data, capture_output=True,
