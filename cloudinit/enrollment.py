@@ -28,8 +28,12 @@ def account(admin: str, server: str) -> str:
 
 
 def otpauth_uri(seed: str, issuer: str, admin: str, server: str) -> str:
+    # Percent-encoding as RFC 3986 has it (a space is %20, as the Key URI Format's examples show), in the
+    # label and in the query alike: urlencode's default (quote_plus) writes '+', which apps may show as is.
     label = quote(f"{issuer}:{account(admin, server)}", safe=":@")
-    query = urlencode({"secret": seed, "issuer": issuer, "algorithm": ALGORITHM, "digits": DIGITS, "period": PERIOD})
+    query = urlencode(
+        {"secret": seed, "issuer": issuer, "algorithm": ALGORITHM, "digits": DIGITS, "period": PERIOD}, quote_via=quote
+    )
     return f"otpauth://totp/{label}?{query}"
 
 

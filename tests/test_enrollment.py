@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import configs
 import pyotp
@@ -81,6 +82,28 @@ def test_uri_follows_the_key_uri_format(outputs: dict[str, Any]) -> None:
     for part in ("issuer=example-corp", "algorithm=SHA1", "digits=6", "period=30"):
         assert part in uri.split("?", 1)[1].split("&"), f"URI lacks {part}"
     assert "=" not in totp.secret and len(totp.secret) * 5 >= 160, "seed: unpadded base32 of at least 160 bits"
+
+
+@pytest.mark.parametrize(
+    ("issuer", "admin", "server"),
+    [
+        ("ACME Co", "alice", "web-1"),
+        ("Grüße & Söhne", "jürgen k", "büro 1"),  # non-ASCII and spaces in the account too
+        ("日本 サーバ", "花子", "東京-1"),
+        ("a+b=c?d#e/f%g", "x y", "z"),  # every character with a meaning in a URI
+    ],
+)
+def test_uri_percent_encodes_spaces_and_round_trips(issuer: str, admin: str, server: str) -> None:
+    """Spaces are %20 (the Key URI Format's own examples: issuer=ACME%20Co), never '+', in the label and
+    in the issuer parameter; what pyotp (and so an app) reads back is exactly the issuer and account."""
+    uri = enrollment.otpauth_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", issuer, admin, server)
+    assert uri.isascii() and uri.isprintable() and " " not in uri and "+" not in uri, uri
+    label, query = uri.removeprefix("otpauth://totp/").split("?", 1)
+    assert f"issuer={quote(issuer, safe='')}" in query.split("&")
+    assert label == f"{quote(issuer, safe='')}:{quote(admin, safe='')}@{quote(server, safe='')}"
+    totp = pyotp.parse_uri(uri)
+    assert isinstance(totp, pyotp.TOTP)
+    assert (totp.issuer, totp.name) == (issuer, f"{admin}@{server}")
 
 
 def test_png_decodes_to_the_exact_uri(outputs_file: Path, outputs: dict[str, Any], tmp_path: Path,
