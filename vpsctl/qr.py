@@ -24,7 +24,6 @@ from vpsctl.files import write_private
 
 APPS = "Google Authenticator, Microsoft Authenticator, Authy, 1Password, Aegis"
 PNG_SCALE = 8  # pixels per module: large enough for any phone camera and for zbarimg
-QUIET_ZONE = 4  # modules of white border the QR standard asks for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +56,7 @@ def entry(outputs: Mapping[str, Any], server: str, admin: str) -> tuple[str, pyo
 
 def image_bytes(uri: str, kind: str) -> bytes:
     buffer = io.BytesIO()
-    enroll.qr(uri).save(buffer, kind=kind, scale=PNG_SCALE if kind == "png" else 4, border=QUIET_ZONE)
+    enroll.qr(uri).save(buffer, kind=kind, scale=PNG_SCALE if kind == "png" else 4, border=enroll.QUIET_ZONE)
     return buffer.getvalue()
 
 
