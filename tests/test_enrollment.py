@@ -172,6 +172,34 @@ def test_terminal_shows_qr_key_and_codes_but_not_the_uri(
     assert err == ""
 
 
+def test_names_from_the_outputs_cannot_drive_the_terminal(outputs: dict[str, Any], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile stack output (issuer, account, server and admin names, ssh command holding escapes) is
+    printed with its control characters written out; the only escapes on the screen are the QR's own."""
+    hostile_issuer = "corp\x1b]0;owned\x07\x9b2J\u202e"
+    server, admin = "web\x1b[8m-1", "al\rice"
+    item = dict(outputs["enrollment"]["web-1"]["alice"])
+    seed = pyotp.parse_uri(item["otpauthUri"]).secret
+    item["otpauthUri"] = enrollment.otpauth_uri(seed, hostile_issuer, admin, server)
+    forged = {
+        "servers": {server: {**outputs["servers"]["web-1"], "sshCommands": {admin: "ssh \x1b[1A\x1b[2K web-1"}}},
+        "enrollment": {server: {admin: item}},
+    }
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(forged))
+    code, out, err = qr(capsys, "--from", str(path), "--uri")
+    assert code == 0, err
+    qr_text = enrollment.terminal_qr(item["otpauthUri"])
+    rest = out.replace(qr_text, "")
+    assert all(c.isprintable() or c == "\n" for c in rest), [c for c in rest if not (c.isprintable() or c == "\n")]
+    header = out.splitlines()[0]
+    assert header == ("al\\rice@web\\x1b[8m-1 (corp\\x1b]0;owned\\x07\\x9b2J\\u202e): "
+                      "TOTP enrollment for al\\rice on web\\x1b[8m-1")  # fmt: skip
+    assert "Log in with `ssh \\x1b[1A\\x1b[2K web-1`" in rest
+    assert f"    {item['otpauthUri']}\n" in rest, "a well-formed URI is printed unchanged"
+    paint(out, LIGHT)  # the emulator refuses any escape but the QR's colours, any other control character
+
+
 def test_uri_on_request(outputs_file: Path, outputs: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _err = qr(capsys, "--from", str(outputs_file), "--server", "web-1", "--admin", "alice", "--uri")
     assert code == 0

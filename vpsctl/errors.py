@@ -1,4 +1,4 @@
-"""Errors the CLI turns into one line and an exit code."""
+"""Errors the CLI turns into one line and an exit code, and what makes text from outside safe to print."""
 
 from __future__ import annotations
 
@@ -12,3 +12,14 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on or hide written as an escape (``\\x1b``,
+    ``\\n``, ``\\u202e``): C0/C1 controls, format characters such as bidi overrides, line separators.
+
+    For values from outside (stack outputs, file names in error messages): a hostile value must not be
+    able to move the cursor, recolour or retitle the terminal, or split one error line into several."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -19,7 +19,7 @@ import pyotp
 
 from cloudinit import enrollment as enroll
 from vpsctl import stackoutputs
-from vpsctl.errors import CliError
+from vpsctl.errors import CliError, printable
 from vpsctl.files import write_private
 
 APPS = "Google Authenticator, Microsoft Authenticator, Authy, 1Password, Aegis"
@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     uri, totp, codes = entry(outputs, choice.server, choice.admin)
 
     out = sys.stdout
-    out.write(f"{totp.name} ({totp.issuer}): TOTP enrollment for {choice.admin} on {choice.server}\n")
+    # Names (and the URI, the ssh command) come from the stack outputs: a control character in one must
+    # not reach the terminal as such. The seed and the codes are checked above (base32, digits).
+    account, issuer, admin, server = (printable(str(v)) for v in (totp.name, totp.issuer, choice.admin, choice.server))
+    out.write(f"{account} ({issuer}): TOTP enrollment for {admin} on {server}\n")
     out.write("Everything below is secret: show it to nobody, and clear the screen afterwards.\n\n")
     image = args.svg or args.png
     if image:
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     out.write("\nNo camera? Add the account by hand: time-based, SHA1, 6 digits, 30 seconds, key:\n")
     out.write(f"    {enroll.manual_key(totp.secret)}\n")
     if args.uri:
-        out.write(f"\notpauth URI (contains the secret):\n    {uri}\n")
+        out.write(f"\notpauth URI (contains the secret):\n    {printable(uri)}\n")
     out.write(f"\nBackup codes ({len(codes)}), for when the phone is lost; each works once:\n")
     for code in codes:
         out.write(f"    {code}\n")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     )
     command = _ssh_command(outputs, choice)
     if command:
-        out.write(f"\nLog in with `{command}`: the SSH key first, then the 6-digit code from the app.\n")
+        out.write(f"\nLog in with `{printable(command)}`: the SSH key first, then the 6-digit code from the app.\n")
     return 0
 
 
