@@ -1,9 +1,11 @@
-"""Errors the CLI turns into one line and an exit code, and what makes text from outside safe to print."""
+"""The CLI's one exit-code convention, its errors, and what makes text from outside safe to print."""
 
 from __future__ import annotations
 
+EXIT_OK = 0
 EXIT_FAIL = 1  # a check ran and failed (verify, check)
 EXIT_USAGE = 2  # bad input: config, arguments, files
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, what a shell reports for a process SIGINT ended
 
 
 class CliError(Exception):

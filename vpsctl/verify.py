@@ -1,11 +1,12 @@
 """Prove a live server enforces key + TOTP: pinned host key, key alone refused, no passwords, sshd and PAM.
 
-One connection, one login (pam_google_authenticator allows 3 logins per 30 s and no code twice):
-the host key is compared with the stack's pinned key BEFORE any credential is sent; then the key
-alone must get only a partial success with keyboard-interactive left; then the current TOTP code
-(computed from the stack's secret) completes the login, and over that session the effective sshd
-settings (``sudo -n sshd -T``) and ``/etc/pam.d/sshd`` are checked. What could not be read is reported
-as UNKNOWN and fails the run. Nothing secret is printed: not the code, not the seed.
+One connection, one login (the server allows 3 logins per 30 s and no code twice). The host key is
+compared with the stack's pinned key BEFORE any credential is sent; then the key alone must get only
+a partial success with keyboard-interactive left; then the current TOTP code (computed from the
+stack's secret) completes the login, and over that session the effective sshd settings
+(sudo -n sshd -T) and /etc/pam.d/sshd are checked. One line per check: PASS, FAIL, or UNKNOWN for
+what could not be read (that fails the run too). Nothing secret is printed: not the code, not the
+seed. Details: docs/enrollment.md.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ import pyotp
 
 from cloudinit import render
 from vpsctl import stackoutputs
-from vpsctl.errors import EXIT_FAIL, CliError
+from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError, printable
 
+EXITS = {EXIT_OK: "every check passed", EXIT_FAIL: "a check failed or could not be made"}
+README_SECTION = "Operator CLI"
 SSHD = "/usr/sbin/sshd"
 PINNED_TYPE = "ssh-ed25519"  # the program pins one Ed25519 host key (tls.PrivateKey ED25519)
 PAM_SSHD = "/etc/pam.d/sshd"
@@ -472,7 +475,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identity", metavar="KEYFILE", required=True, help="the admin's SSH private key file")
     parser.add_argument("--host", help="connect here instead of the server's address from the outputs")
     parser.add_argument("--port", type=int, help="connect to this port instead of the stack's sshPort")
-    parser.add_argument("--timeout", type=float, default=15.0, help="seconds per network step (default 15)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=15.0, help="seconds per network step (default 15)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -482,5 +485,7 @@ def run(args: argparse.Namespace) -> int:
     ask = (lambda: getpass.getpass(f"passphrase for {args.identity}: ")) if sys.stdin.isatty() else None
     key = load_identity(Path(args.identity), ask)
     report = verify(host, port, choice.admin, key, outputs, choice.server, timeout=args.timeout)
-    sys.stdout.write(report.render())
-    return 0 if report.passed else EXIT_FAIL
+    # Names from the stack outputs and what the server answered are in the report: no control character
+    # of theirs reaches the terminal.
+    sys.stdout.write("".join(printable(line) + "\n" for line in report.render().splitlines()))
+    return EXIT_OK if report.passed else EXIT_FAIL
