@@ -5,8 +5,8 @@ compared with the stack's pinned key BEFORE any credential is sent; then the key
 a partial success with keyboard-interactive left; then the current TOTP code (computed from the
 stack's secret) completes the login, and over that session the effective sshd settings
 (sudo -n sshd -T) and /etc/pam.d/sshd are checked. One line per check: PASS, FAIL, or UNKNOWN for
-what could not be read (that fails the run too). Nothing secret is printed: not the code, not the
-seed. Details: docs/enrollment.md.
+what could not be read (that fails the run too). When nothing answers at the address, one line says
+so. Nothing secret is printed: not the code, not the seed. Details: docs/enrollment.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from cloudinit import render
 from vpsctl import stackoutputs
 from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError, printable
 
-EXITS = {EXIT_OK: "every check passed", EXIT_FAIL: "a check failed or could not be made"}
+EXITS = {EXIT_OK: "every check passed", EXIT_FAIL: "a check failed or could not be made, or nothing answered at the address"}
 README_SECTION = "Operator CLI"
 SSHD = "/usr/sbin/sshd"
 PINNED_TYPE = "ssh-ed25519"  # the program pins one Ed25519 host key (tls.PrivateKey ED25519)
@@ -187,7 +187,8 @@ def verify(
 ) -> Report:
     """Check the sshd at ``host:port`` against the stack ``outputs`` for ``server``, logging in once as
     ``admin`` with ``identity`` (a paramiko key or a key file) plus the TOTP code for time ``at``
-    (default: now). Raises CliError only for bad inputs; everything about the server is in the Report."""
+    (default: now). Everything about the server is in the Report. Raises CliError for bad inputs (exit 2)
+    and when nothing accepts a TCP connection at ``host:port`` (exit 1): then nothing could be checked."""
     key = identity if isinstance(identity, paramiko.PKey) else load_identity(identity)
     pinned = pinned_host_key(outputs, server)
     item = outputs["enrollment"].get(server, {}).get(admin)
@@ -219,8 +220,9 @@ def verify(
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
-        put(HOST, None, f"cannot connect: {exc.strerror or type(exc).__name__}")
-        return finish("no connection")
+        reason = exc.strerror or _one_line(exc)
+        raise CliError(f"cannot connect to {_target(host, port)} ({reason}): nothing was checked. Is the server up, "
+                       "the address and --port right, your network in its allowedCidrs?", EXIT_FAIL) from None
     with sock, paramiko.Transport(sock) as transport:
         transport.banner_timeout = transport.auth_timeout = timeout
         # Ask for the pinned key's type, so a server holding several host keys shows the one pinned.
