@@ -1,9 +1,9 @@
 """One convention across every vpsctl command, as a user's shell sees it (a fresh interpreter each time).
 
-Exit codes: 0 done, 1 a check failed, 2 bad input, 130 interrupted. Every error is one line on stderr,
-``vpsctl <command>: error: ...``, with no traceback and no control character from the input. Every
-``--help`` is plain words (no reStructuredText), says what the command does and what its exit codes
-mean, and names a README section that exists.
+Exit codes: 0 done, 1 a check failed, 2 bad input, 130 interrupted, 141 the reader of the output quit.
+Every error is one line on stderr, ``vpsctl <command>: error: ...``, with no traceback and no control
+character from the input. Every ``--help`` is plain words (no reStructuredText), says what the command
+does and what its exit codes mean, and names a README section that exists.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def test_top_level_help_lists_every_command_in_plain_words() -> None:
     for command in COMMANDS:
         assert re.search(rf"^\s+{command}\s", done.stdout, re.MULTILINE), f"{command} is not listed"
         assert words(summary(command)) in words(done.stdout), f"{command}: its summary is not shown"
-    assert set(exit_codes(done.stdout)) == {0, 1, 2, 130}
+    assert set(exit_codes(done.stdout)) == {0, 1, 2, 130, 141}
     assert 'section "Operator CLI"' in done.stdout and "Operator CLI" in README_SECTIONS
 
 
@@ -73,7 +73,7 @@ def test_every_command_help_says_what_it_does_its_exit_codes_and_where_to_read_m
     assert words(summary(command)) in words(text)
     codes = exit_codes(text)
     can_fail_a_check = command in ("verify", "check")
-    assert set(codes) == ({0, 1, 2, 130} if can_fail_a_check else {0, 2, 130}), codes
+    assert set(codes) == ({0, 1, 2, 130, 141} if can_fail_a_check else {0, 2, 130, 141}), codes
     assert "bad input" in codes[2] and "Ctrl-C" in codes[130]
     section = re.search(r'README\.md, section "([^"]+)"', text)
     assert section, f"{command} --help names no README section"
@@ -150,6 +150,18 @@ def test_control_characters_in_an_error_do_not_reach_the_terminal(files: dict[st
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("vpsctl qr: error: --server: 'nope' is not"), done.stderr
     assert "db\\x1b]0;owned\\x07\\nvpsctl qr: all good\\r" in done.stderr
     assert all(c.isprintable() for c in done.stderr.rstrip("\n")), repr(done.stderr)
+
+
+def test_a_reader_that_quits_early_is_no_error(files: dict[str, str], tmp_path: Path) -> None:
+    """`vpsctl render ... | head -0`: the pipe closes before vpsctl writes; it stops quietly, exit 141
+    (128 + SIGPIPE, what the shell reports for any tool in that place), and it is not bad input."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as for a user
+    argv = [sys.executable, "-m", "vpsctl", "render", "--config", files["example"], "--out", str(tmp_path / "out")]
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read()
+    assert (process.wait(timeout=60), err) == (141, b"")
 
 
 def test_ctrl_c_is_one_line_and_exit_130(files: dict[str, str], tmp_path: Path) -> None:

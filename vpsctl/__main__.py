@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn
 
-from vpsctl.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, printable
+from vpsctl.errors import EXIT_BROKEN_PIPE, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, printable
 
 # Subcommand -> module with ``add_arguments(parser)``, ``run(args) -> int``, a docstring that is its help
 # (first line: the summary), ``EXITS`` (what exit 0, and 1 if it can fail a check, mean) and ``README_SECTION``.
@@ -18,6 +19,7 @@ COMMANDS = {"render": "vpsctl.render", "qr": "vpsctl.qr", "verify": "vpsctl.veri
 README = "README.md"
 BAD_INPUT = "bad input (an argument, a file, a setting): one line on stderr naming it"
 INTERRUPTED = "interrupted (Ctrl-C)"
+BROKEN_PIPE = "the program reading the output quit early (as with | head)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,7 +31,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _exit_codes(exits: dict[int, str]) -> str:
-    every = {**exits, EXIT_USAGE: BAD_INPUT, EXIT_INTERRUPTED: INTERRUPTED}
+    every = {**exits, EXIT_USAGE: BAD_INPUT, EXIT_INTERRUPTED: INTERRUPTED, EXIT_BROKEN_PIPE: BROKEN_PIPE}
     return "exit codes:\n" + "".join(f"  {code:<4} {meaning}\n" for code, meaning in sorted(every.items()))
 
 
@@ -61,11 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)  # a bad argument ends here: Parser.error, exit 2
         command = f"vpsctl {args.command}"
-        return int(importlib.import_module(COMMANDS[args.command]).run(args))
+        code = int(importlib.import_module(COMMANDS[args.command]).run(args))
+        sys.stdout.flush()  # a closed pipe shows here, in the handlers below, not in the flush at exit
+        return code
     except CliError as exc:
         return _error(command, str(exc), exc.exit_code)
     except ValueError as exc:  # ConfigError and friends: a bad setting, already one line
         return _error(command, str(exc), EXIT_USAGE)
+    except BrokenPipeError:  # the reader went away (`| head`): nothing is wrong, and nobody reads more
+        # Python's own recipe: stdout to /dev/null, so the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # a file or folder given on the command line cannot be used
         return _error(command, f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc), EXIT_USAGE)
     except KeyboardInterrupt:

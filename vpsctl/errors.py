@@ -6,6 +6,7 @@ EXIT_OK = 0
 EXIT_FAIL = 1  # a check ran and failed (verify, check)
 EXIT_USAGE = 2  # bad input: config, arguments, files
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, what a shell reports for a process SIGINT ended
+EXIT_BROKEN_PIPE = 141  # output piped into a reader that quit early: 128 + SIGPIPE, as for any other tool
 
 
 class CliError(Exception):
