@@ -15,11 +15,18 @@ import zxingcpp
 ALGORITHM = "SHA1"
 DIGITS = 6
 PERIOD = 30
-QUIET_ZONE = 2  # modules of light border in the terminal (a terminal's own margin adds to it)
-# Half-block characters for a pair of module rows, indexed by 2 * top_dark + bottom_dark. A block
-# prints in the terminal's foreground colour, light on the usual dark background: light modules are
-# drawn, dark ones left blank.
-_GLYPHS = str.maketrans({0: "\u2588", 1: "\u2580", 2: "\u2584", 3: " "})
+QUIET_ZONE = 4  # modules of light border on every side: what the QR standard (ISO/IEC 18004) asks for
+# The terminal QR sets both colours itself, so it reads the same on light and dark themes: a decoder
+# (a phone camera) wants dark modules on a light ground, and the terminal's default colours are
+# light-on-dark in one theme and dark-on-light in the other. Black (30) half blocks on bright white
+# (107, not 47: 47 is a light grey in many palettes): 16-colour codes, which nearly every terminal
+# knows (256-colour and RGB codes are not everywhere).
+# Each line ends with a reset, so no colour reaches the next line or what is printed after the QR.
+_COLOURS = "\x1b[30;107m"
+_RESET = "\x1b[0m"
+# Half-block characters for a pair of module rows, indexed by 2 * top_dark + bottom_dark: the block
+# (foreground, black) draws the dark modules, the background (white) shows through for light ones.
+_GLYPHS = str.maketrans({0: " ", 1: "\u2584", 2: "\u2580", 3: "\u2588"})
 _DARK = bytes(1 if value < 128 else 0 for value in range(256))  # pixel value -> 1 for a dark module
 
 
@@ -29,8 +36,12 @@ def account(admin: str, server: str, *, sudo: bool = False) -> str:
 
 
 def otpauth_uri(seed: str, issuer: str, account_name: str) -> str:
+    # Percent-encoding as RFC 3986 has it (a space is %20, as the Key URI Format's examples show), in the
+    # label and in the query alike: urlencode's default (quote_plus) writes '+', which apps may show as is.
     label = quote(f"{issuer}:{account_name}", safe=":@")
-    query = urlencode({"secret": seed, "issuer": issuer, "algorithm": ALGORITHM, "digits": DIGITS, "period": PERIOD})
+    query = urlencode(
+        {"secret": seed, "issuer": issuer, "algorithm": ALGORITHM, "digits": DIGITS, "period": PERIOD}, quote_via=quote
+    )
     return f"otpauth://totp/{label}?{query}"
 
 
@@ -52,17 +63,18 @@ def modules(uri: str) -> list[bytes]:
 
 
 def terminal_qr(uri: str) -> str:
-    """The QR as text made of half-block characters: prints in any UTF-8 terminal, no colours needed."""
+    """The QR as lines of half-block characters (two module rows per line), black on white with a
+    4-module quiet zone, colours set and reset on every line: scans on light and dark terminal themes."""
     rows = modules(uri)
-    margin = bytes(QUIET_ZONE)
     width = len(rows) + 2 * QUIET_ZONE
-    padded = [bytes(width)] * QUIET_ZONE + [margin + row + margin for row in rows]
-    padded += [bytes(width)] * (QUIET_ZONE + len(rows) % 2)
+    light = bytes(len(rows))
+    padded = [light] * QUIET_ZONE + rows + [light] * (QUIET_ZONE + len(rows) % 2)
+    margin = 8 * QUIET_ZONE  # bits: shifting left adds the right quiet zone, to_bytes(width) the left one
     lines = []
     for top, bottom in zip(padded[::2], padded[1::2], strict=True):
         # 2 * top + bottom per column, whole rows at a time (no carries: each value is 0..3).
-        pair = (int.from_bytes(top, "big") * 2 + int.from_bytes(bottom, "big")).to_bytes(width, "big")
-        lines.append(pair.decode("latin-1").translate(_GLYPHS) + "\n")
+        pair = ((int.from_bytes(top, "big") * 2 + int.from_bytes(bottom, "big")) << margin).to_bytes(width, "big")
+        lines.append(f"{_COLOURS}{pair.decode('latin-1').translate(_GLYPHS)}{_RESET}\n")
     return "".join(lines)
 
 

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
+import struct
 import subprocess
 import sys
+import unicodedata
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import configs
 import pyotp
@@ -83,6 +89,28 @@ def test_uri_follows_the_key_uri_format(outputs: dict[str, Any]) -> None:
     assert "=" not in totp.secret and len(totp.secret) * 5 >= 160, "seed: unpadded base32 of at least 160 bits"
 
 
+@pytest.mark.parametrize(
+    ("issuer", "admin", "server"),
+    [
+        ("ACME Co", "alice", "web-1"),
+        ("Grüße & Söhne", "jürgen k", "büro 1"),  # non-ASCII and spaces in the account too
+        ("日本 サーバ", "花子", "東京-1"),
+        ("a+b=c?d#e/f%g", "x y", "z"),  # every character with a meaning in a URI
+    ],
+)
+def test_uri_percent_encodes_spaces_and_round_trips(issuer: str, admin: str, server: str) -> None:
+    """Spaces are %20 (the Key URI Format's own examples: issuer=ACME%20Co), never '+', in the label and
+    in the issuer parameter; what pyotp (and so an app) reads back is exactly the issuer and account."""
+    uri = enrollment.otpauth_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", issuer, enrollment.account(admin, server))
+    assert uri.isascii() and uri.isprintable() and " " not in uri and "+" not in uri, uri
+    label, query = uri.removeprefix("otpauth://totp/").split("?", 1)
+    assert f"issuer={quote(issuer, safe='')}" in query.split("&")
+    assert label == f"{quote(issuer, safe='')}:{quote(admin, safe='')}@{quote(server, safe='')}"
+    totp = pyotp.parse_uri(uri)
+    assert isinstance(totp, pyotp.TOTP)
+    assert (totp.issuer, totp.name) == (issuer, f"{admin}@{server}")
+
+
 def test_png_decodes_to_the_exact_uri(outputs_file: Path, outputs: dict[str, Any], tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     zbarimg = require_tool("zbarimg")
@@ -142,6 +170,34 @@ def test_terminal_shows_qr_key_and_codes_but_not_the_uri(
     assert item["otpauthUri"] not in out
     assert "ssh -p 22 bob@" in out
     assert err == ""
+
+
+def test_names_from_the_outputs_cannot_drive_the_terminal(outputs: dict[str, Any], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile stack output (issuer, account, server and admin names, ssh command holding escapes) is
+    printed with its control characters written out; the only escapes on the screen are the QR's own."""
+    hostile_issuer = "corp\x1b]0;owned\x07\x9b2J\u202e"
+    server, admin = "web\x1b[8m-1", "al\rice"
+    item = dict(outputs["enrollment"]["web-1"]["alice"])
+    seed = pyotp.parse_uri(item["otpauthUri"]).secret
+    item["otpauthUri"] = enrollment.otpauth_uri(seed, hostile_issuer, enrollment.account(admin, server))
+    forged = {
+        "servers": {server: {**outputs["servers"]["web-1"], "sshCommands": {admin: "ssh \x1b[1A\x1b[2K web-1"}}},
+        "enrollment": {server: {admin: item}},
+    }
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(forged))
+    code, out, err = qr(capsys, "--from", str(path), "--uri")
+    assert code == 0, err
+    qr_text = enrollment.terminal_qr(item["otpauthUri"])
+    rest = out.replace(qr_text, "")
+    assert all(c.isprintable() or c == "\n" for c in rest), [c for c in rest if not (c.isprintable() or c == "\n")]
+    header = out.splitlines()[0]
+    assert header == ("al\\rice@web\\x1b[8m-1 (corp\\x1b]0;owned\\x07\\x9b2J\\u202e): "
+                      "TOTP enrollment for al\\rice on web\\x1b[8m-1")  # fmt: skip
+    assert "Log in with `ssh \\x1b[1A\\x1b[2K web-1`" in rest
+    assert f"    {item['otpauthUri']}\n" in rest, "a well-formed URI is printed unchanged"
+    paint(out, LIGHT)  # the emulator refuses any escape but the QR's colours, any other control character
 
 
 def test_uri_on_request(outputs_file: Path, outputs: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
@@ -294,25 +350,170 @@ def test_stack_outputs_come_from_the_pulumi_cli(outputs_file: Path, outputs: dic
     )  # fmt: skip
 
 
-def _terminal_to_pbm(text: str, scale: int = 6) -> bytes:
-    """Turn the half-block QR back into pixels (a netpbm bitmap, 1 = dark), as a camera would see it."""
-    halves = {"\u2588": (0, 0), "\u2580": (0, 1), "\u2584": (1, 0), " ": (1, 1)}
-    pixels: list[list[int]] = []
-    for line in text.splitlines():
-        pairs = [halves[ch] for ch in line]
-        pixels += [[p[0] for p in pairs], [p[1] for p in pairs]]
-    margin = 8  # a wide light border around the terminal's own quiet zone
-    width = len(pixels[0]) + 2 * margin
-    pixels = [[0] * width] * margin + [[0] * margin + row + [0] * margin for row in pixels] + [[0] * width] * margin
-    body = "\n".join(" ".join(str(v) for v in row for _ in range(scale)) for row in pixels for _ in range(scale))
-    return f"P1\n{width * scale} {len(pixels) * scale}\n{body}\n".encode()
+# ------------------------------------------------------------------------ the terminal QR on a screen
+#
+# A small terminal emulator for what the CLI prints: SGR colour escapes, the half blocks, text, newlines.
+# It paints the screen a user sees, cell = 1 module wide and 2 modules tall, in a light and a dark
+# theme, as PNG files a real decoder (zbarimg) has to read as they are: no inversion, no clean-up.
+
+RGB = tuple[int, int, int]
+XTERM = (  # xterm's 16 colours: SGR 30-37 / 40-47 are the first eight, 90-97 / 100-107 the bright ones
+    (0, 0, 0), (205, 0, 0), (0, 205, 0), (205, 205, 0), (0, 0, 238), (205, 0, 205), (0, 205, 205), (229, 229, 229),
+    (127, 127, 127), (255, 0, 0), (0, 255, 0), (255, 255, 0), (92, 92, 255), (255, 0, 255), (0, 255, 255), (255, 255, 255),
+)  # fmt: skip
+HALVES = {" ": (False, False), "\u2580": (True, False), "\u2584": (False, True), "\u2588": (True, True)}  # (top, bottom) inked
+SGR = re.compile(r"\x1b\[([0-9;]*)m")
 
 
-def test_terminal_qr_decodes_back_to_the_exact_uri(tmp_path: Path) -> None:
-    """The text QR the stack outputs and the CLI print is a real QR code: zbar reads it."""
-    zbarimg = require_tool("zbarimg")
+@dataclass(frozen=True)
+class Theme:
+    name: str
+    fg: RGB
+    """The terminal's default foreground."""
+    bg: RGB
+    """The terminal's default background."""
+
+
+LIGHT = Theme("light", fg=(0, 0, 0), bg=(255, 255, 255))
+DARK = Theme("dark", fg=(204, 204, 204), bg=(0, 0, 0))
+
+
+@dataclass
+class Screen:
+    pixels: list[list[RGB]]
+    """Rows of pixels, one per module: a text line is two rows, a cell one column."""
+    line_ends: list[tuple[RGB | None, RGB | None]]
+    """(foreground, background) set by SGR when each newline is printed; None = the theme's default."""
+
+
+def paint(text: str, theme: Theme, border: int = 2) -> Screen:
+    """The screen ``text`` leaves on a terminal with ``theme``, with ``border`` blank cells around it (the
+    rest of the window). Letters are painted as whole cells of ink, darker than any real font: text next
+    to the QR disturbs the decoder at least as much as on a real screen. Anything this emulator does not
+    know (another escape, a control character, a wide character) fails the test instead of being skipped."""
+    fg: RGB | None = None
+    bg: RGB | None = None
+    lines: list[list[tuple[bool, bool, RGB, RGB]]] = [[]]
+    line_ends = []
+    at = 0
+    while at < len(text):
+        char = text[at]
+        if char == "\x1b":
+            match = SGR.match(text, at)
+            assert match, f"escape the emulator does not know: {text[at:at + 12]!r}"
+            for param in [int(p) if p else 0 for p in match.group(1).split(";")]:
+                if param == 0:
+                    fg = bg = None
+                elif 30 <= param <= 37 or 90 <= param <= 97:
+                    fg = XTERM[param % 10 + (8 if param >= 90 else 0)]
+                elif 40 <= param <= 47 or 100 <= param <= 107:
+                    bg = XTERM[param % 10 + (8 if param >= 100 else 0)]
+                elif param == 39:
+                    fg = None
+                elif param == 49:
+                    bg = None
+                else:
+                    raise AssertionError(f"SGR {param} is not emulated")
+            at = match.end()
+            continue
+        if char == "\n":
+            line_ends.append((fg, bg))
+            lines.append([])
+        else:
+            assert char.isprintable(), f"control character {char!r} reaches the terminal"
+            assert unicodedata.east_asian_width(char) not in "WF", f"wide character {char!r} is not emulated"
+            top, bottom = HALVES.get(char, (True, True))
+            lines[-1].append((top, bottom, fg or theme.fg, bg or theme.bg))
+        at += 1
+    width = max(len(line) for line in lines) + 2 * border
+    blank = [theme.bg] * width
+    pixels = [blank] * (2 * border)
+    for line in lines:
+        cells = [(False, False, theme.fg, theme.bg)] * border + line
+        cells += [(False, False, theme.fg, theme.bg)] * (width - len(cells))
+        pixels.append([ink if top else paper for top, _bottom, ink, paper in cells])
+        pixels.append([ink if bottom else paper for _top, bottom, ink, paper in cells])
+    pixels += [blank] * (2 * border)
+    return Screen(pixels, line_ends)
+
+
+def png(pixels: list[list[RGB]], scale: int = 4) -> bytes:
+    """An RGB PNG of ``pixels``, each one ``scale`` x ``scale`` (zlib and struct: no imaging library)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = [b"\x00" + bytes(channel for pixel in row for _ in range(scale) for channel in pixel) for row in pixels]
+    raw = b"".join(row for row in rows for _ in range(scale))
+    header = struct.pack(">IIBBBBB", len(pixels[0]) * scale, len(pixels) * scale, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def zbar(image: Path) -> subprocess.CompletedProcess[str]:
+    """zbarimg with its defaults: it reads dark modules on light, and does not try the inverse."""
+    return subprocess.run([require_tool("zbarimg"), "--quiet", "--raw", str(image)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
+def light_on_dark(uri: str) -> str:
+    """The drawing this project printed before: blocks in the terminal's default colours for the LIGHT
+    modules (right only where the default is light on dark), no colours set, a 2-module quiet zone."""
+    rows = enrollment.modules(uri)
+    size = len(rows) + 4
+    padded = [bytes(size)] * 2 + [b"\x00\x00" + row + b"\x00\x00" for row in rows] + [bytes(size)] * (2 + len(rows) % 2)
+    glyph = {(0, 0): "\u2588", (0, 1): "\u2580", (1, 0): "\u2584", (1, 1): " "}
+    return "".join("".join(glyph[pair] for pair in zip(top, bottom, strict=True)) + "\n"
+                   for top, bottom in zip(padded[::2], padded[1::2], strict=True))  # fmt: skip
+
+
+@pytest.mark.parametrize("theme", [LIGHT, DARK], ids=lambda t: t.name)
+def test_terminal_qr_scans_on_light_and_dark_terminals(
+    outputs_file: Path, outputs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], theme: Theme
+) -> None:
+    """What `vpsctl qr` prints, exactly as captured, painted the way a terminal with ``theme`` shows it,
+    decodes to the exact otpauth URI; no colour is left set at any line end."""
+    uri = outputs["enrollment"]["web-1"]["alice"]["otpauthUri"]
+    code, out, err = qr(capsys, "--from", str(outputs_file), "--server", "web-1", "--admin", "alice")
+    assert code == 0, err
+    assert enrollment.terminal_qr(uri) in out
+    screen = paint(out, theme)
+    assert set(screen.line_ends) == {(None, None)}, "a colour is still set at a line end: it bleeds into what follows"
+    image = tmp_path / f"qr-{theme.name}.png"
+    image.write_bytes(png(screen.pixels))
+    decoded = zbar(image)
+    assert decoded.returncode == 0, f"{theme.name} theme: zbarimg found no QR code (exit {decoded.returncode})"
+    assert decoded.stdout == uri + "\n", f"{theme.name} theme: the decoded QR is not the exact otpauth URI"
+
+
+def test_terminal_qr_has_a_four_module_quiet_zone() -> None:
+    """On a terminal whose background is neither black nor white, the QR is a solid black-and-white block
+    with 4 light modules on every side of the symbol."""
     uri = enrollment.otpauth_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "example-corp", "alice@web-1")
-    image = tmp_path / "terminal.pbm"
-    image.write_bytes(_terminal_to_pbm(enrollment.terminal_qr(uri)))
-    decoded = subprocess.run([zbarimg, "-q", "--raw", str(image)], capture_output=True, text=True, check=False)
-    assert decoded.stdout.strip() == uri
+    navy = Theme("navy", fg=(204, 204, 204), bg=(0, 0, 128))
+    pixels = paint(enrollment.terminal_qr(uri), navy).pixels
+    white, black = (255, 255, 255), (0, 0, 0)
+
+    def box(colours: set[RGB]) -> tuple[int, int, int, int]:
+        where = [(y, x) for y, row in enumerate(pixels) for x, p in enumerate(row) if p in colours]
+        return min(y for y, _ in where), min(x for _, x in where), max(y for y, _ in where), max(x for _, x in where)
+
+    top, left, bottom, right = box({white, black})
+    assert {p for row in pixels[top : bottom + 1] for p in row[left : right + 1]} == {white, black}, "not one solid block"
+    dark_top, dark_left, dark_bottom, dark_right = box({black})
+    size = len(enrollment.modules(uri))
+    assert (dark_bottom - dark_top + 1, dark_right - dark_left + 1) == (size, size)
+    margins = (dark_top - top, dark_left - left, right - dark_right, bottom - dark_bottom)
+    # An odd number of module rows leaves the last half-block row light: 5 at the bottom.
+    assert margins[:3] == (4, 4, 4) and margins[3] in (4, 5), margins
+
+
+def test_the_old_light_on_dark_drawing_does_not_scan_on_a_light_terminal(tmp_path: Path) -> None:
+    """The guard: the emulator and zbarimg can tell a drawing that only works on dark themes. The old
+    drawing decodes on the dark terminal (so the emulator paints it right) and not on the light one."""
+    uri = enrollment.otpauth_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "example-corp", "alice@web-1")
+    results = {}
+    for theme in (LIGHT, DARK):
+        image = tmp_path / f"old-{theme.name}.png"
+        image.write_bytes(png(paint(light_on_dark(uri), theme).pixels))
+        results[theme.name] = zbar(image).stdout
+    assert results == {"light": "", "dark": uri + "\n"}, {k: bool(v) for k, v in results.items()}

@@ -1,18 +1,20 @@
-"""``python -m vpsctl COMMAND``: one entry point, one error convention.
+"""The operator tool for totp-vps stacks: render user-data, enroll phones, check configs, verify servers.
 
-Every expected failure (bad config, missing file, failed check) becomes one line on stderr and a
-non-zero exit; a traceback means a bug in vpsctl itself.
+Run "python -m vpsctl COMMAND --help" for what a command does and its options.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import NoReturn
 
-from vpsctl.errors import EXIT_USAGE, CliError
+from vpsctl.errors import EXIT_BROKEN_PIPE, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, printable
 
-# Subcommand -> module with ``add_arguments(parser)``, ``run(args) -> int`` and a docstring.
+# Subcommand -> module with ``add_arguments(parser)``, ``run(args) -> int``, a docstring that is its help
+# (first line: the summary), ``EXITS`` (what exit 0, and 1 if it can fail a check, mean) and ``README_SECTION``.
 COMMANDS = {
     "render": "vpsctl.render",
     "qr": "vpsctl.qr",
@@ -21,26 +23,73 @@ COMMANDS = {
     "preflight": "vpsctl.preflight",
     "sync": "vpsctl.sync",
 }
+README = "README.md"
+BAD_INPUT = "bad input (an argument, a file, a setting): one line on stderr naming it"
+INTERRUPTED = "interrupted (Ctrl-C)"
+BROKEN_PIPE = "the program reading the output quit early (as with | head)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the one error convention: a bad argument is one line, ``vpsctl CMD: error: ...``,
+    exit 2 (argparse's own prints the usage first, which buries the line that matters)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)} (see --help)\n")
+
+
+def _exit_codes(exits: dict[int, str]) -> str:
+    every = {**exits, EXIT_USAGE: BAD_INPUT, EXIT_INTERRUPTED: INTERRUPTED, EXIT_BROKEN_PIPE: BROKEN_PIPE}
+    return "exit codes:\n" + "".join(f"  {code:<4} {meaning}\n" for code, meaning in sorted(every.items()))
+
+
+def parser() -> Parser:
+    top = Parser(
+        prog="vpsctl",
+        description=__doc__,
+        epilog=_exit_codes({EXIT_OK: "done", EXIT_FAIL: "a check failed (verify, check)"})
+        + f'\nMore: {README}, section "Operator CLI".',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands", help="one of:")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        doc = (module.__doc__ or "").strip()
+        sub_parser = sub.add_parser(
+            name,
+            help=doc.splitlines()[0],
+            description=doc,
+            epilog=_exit_codes(module.EXITS) + f'\nMore: {README}, section "{module.README_SECTION}".',
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub_parser)
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vpsctl", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        summary = (module.__doc__ or "").strip().splitlines()[0]
-        module.add_arguments(sub.add_parser(name, help=summary, description=summary))
-    args = parser.parse_args(argv)
+    command = "vpsctl"
     try:
-        return int(importlib.import_module(COMMANDS[args.command]).run(args))
+        args = parser().parse_args(argv)  # a bad argument ends here: Parser.error, exit 2
+        command = f"vpsctl {args.command}"
+        code = int(importlib.import_module(COMMANDS[args.command]).run(args))
+        sys.stdout.flush()  # a closed pipe shows here, in the handlers below, not in the flush at exit
+        return code
     except CliError as exc:
-        print(f"vpsctl {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _error(command, str(exc), exc.exit_code)
     except ValueError as exc:  # ConfigError and friends: a bad setting, already one line
-        print(f"vpsctl {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(command, str(exc), EXIT_USAGE)
+    except BrokenPipeError:  # the reader went away (`| head`): nothing is wrong, and nobody reads more
+        # Python's own recipe: stdout to /dev/null, so the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:  # a file or folder given on the command line cannot be used
+        return _error(command, f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
-        return 130
+        return _error(command, INTERRUPTED, EXIT_INTERRUPTED)
+
+
+def _error(command: str, message: str, code: int) -> int:
+    print(f"{command}: error: {printable(message)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

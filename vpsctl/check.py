@@ -1,9 +1,9 @@
 """Check a stack config against the policy pack offline: no cloud account, no Pulumi CLI.
 
-Runs the real ``__main__.py`` under the SDK's mock engine, then feeds every registered resource and the
-stack outputs to the policy pack through the analyzer servicer the Pulumi engine talks to (the same
-``Analyze`` / ``AnalyzeStack`` calls ``pulumi preview --policy-pack policy`` makes). Prints the
-violations per resource; exit 1 on any mandatory violation, 0 otherwise, 2 for a bad config.
+Runs the real program (__main__.py) under Pulumi's mock engine, then hands every resource it registers
+and the stack outputs to the policy pack through the analyzer the Pulumi engine talks to: the same
+Analyze and AnalyzeStack calls "pulumi preview --policy-pack policy" makes. Prints the violations per
+resource, mandatory ones first, and a summary line.
 """
 
 from __future__ import annotations
@@ -17,15 +17,19 @@ import pulumi
 
 from cloudinit import stackconfig
 from components import mockengine
-from vpsctl.errors import EXIT_FAIL, CliError
+from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError
 from vpsctl.files import load_json, load_stack_file
 
+EXITS = {EXIT_OK: "no mandatory violation (advisory findings may be listed)", EXIT_FAIL: "a mandatory policy is violated"}
+README_SECTION = "Policies"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="stack config file (Pulumi.<stack>.yaml)")
+    parser.add_argument("--config", metavar="FILE", required=True, help="stack config file (Pulumi.<stack>.yaml)")
     parser.add_argument(
         "--policy-config",
-        help="policy pack config (JSON, as for `pulumi preview --policy-pack-config`): id -> level or {enforcementLevel: ...}",
+        metavar="FILE",
+        help='policy pack config, JSON as for "pulumi preview --policy-pack-config": policy id -> level, '
+        'or -> {"enforcementLevel": level}',
     )
 
 
@@ -74,4 +78,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"no violations: {checked} resources (stack outputs included) checked against policy pack {offline.PACK_NAME}")
     else:
         print(f"{mandatory} mandatory, {advisory} advisory finding(s) on {len(by_resource)} of {checked} resources")
-    return EXIT_FAIL if mandatory else 0
+    return EXIT_FAIL if mandatory else EXIT_OK

@@ -33,8 +33,11 @@ from cloudinit import catalogue, stackconfig
 from cloudinit.model import Server
 from components import firewalls
 from components.naming import OWNER_LABEL, resource_name, stack_id
-from vpsctl.errors import EXIT_FAIL, CliError
+from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError
 from vpsctl.files import load_stack_file, load_yaml
+
+EXITS = {EXIT_OK: "no finding", EXIT_FAIL: "a finding (one line each)"}
+README_SECTION = "Operator CLI"
 
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 MANAGED_TYPES = ("hcloud:index/server:Server", "hcloud:index/firewall:Firewall", "hcloud:index/sshKey:SshKey")

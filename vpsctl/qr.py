@@ -1,9 +1,10 @@
 """Show an admin's TOTP enrollment from the stack outputs: QR code, manual key, backup codes.
 
-The QR (in the terminal, or as an SVG/PNG file written with mode 0600) holds an otpauth:// URI in
-Google's Key URI Format (issuer prefix and parameter, SHA1, 6 digits, 30 s), which Google
-Authenticator, Microsoft Authenticator, Authy, 1Password and Aegis read. The URI itself is printed only
-with --uri. Everything shown here is a secret: run it where nobody watches the screen.
+The QR code holds an otpauth:// URI in Google's Key URI Format (issuer prefix and parameter, SHA1,
+6 digits, 30 s), which Google Authenticator, Microsoft Authenticator, Authy, 1Password and Aegis read.
+On the terminal it is drawn black on white, whatever the terminal's colours; --png or --svg writes it
+to an image file (mode 0600) instead. The URI itself is printed only with --uri. Everything shown is
+secret: run it where nobody watches the screen. Details and recovery: docs/enrollment.md.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import pyotp
 
 from cloudinit import enrollment as enroll
 from vpsctl import stackoutputs
-from vpsctl.errors import CliError
+from vpsctl.errors import EXIT_OK, CliError, printable
 from vpsctl.files import write_private
 
 APPS = "Google Authenticator, Microsoft Authenticator, Authy, 1Password, Aegis"
 PNG_SCALE = 8  # pixels per module: large enough for any phone camera and for zbarimg
-QUIET_ZONE = 4  # modules of white border the QR standard asks for
+EXITS = {EXIT_OK: "the enrollment was shown, or the image written"}
+README_SECTION = "Secrets and enrollment"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +59,7 @@ def entry(outputs: Mapping[str, Any], server: str, admin: str) -> tuple[str, pyo
 
 def image_bytes(uri: str, kind: str) -> bytes:
     buffer = io.BytesIO()
-    enroll.qr(uri).save(buffer, kind=kind, scale=PNG_SCALE if kind == "png" else 4, border=QUIET_ZONE)
+    enroll.qr(uri).save(buffer, kind=kind, scale=PNG_SCALE if kind == "png" else 4, border=enroll.QUIET_ZONE)
     return buffer.getvalue()
 
 
@@ -66,12 +68,21 @@ def run(args: argparse.Namespace) -> int:
     choice = stackoutputs.choose(outputs, args.server, args.admin)
     uri, totp, codes = entry(outputs, choice.server, choice.admin)
 
-    out = sys.stdout
-    out.write(f"{totp.name} ({totp.issuer}): TOTP enrollment for {choice.admin} on {choice.server}\n")
-    out.write("Everything below is secret: show it to nobody, and clear the screen afterwards.\n\n")
     image = args.svg or args.png
+    if image:  # before anything is printed: a file that cannot be written is bad input, exit 2 and nothing shown
+        kind = "svg" if args.svg else "png"
+        try:
+            write_private(Path(image), image_bytes(uri, kind))
+        except OSError as exc:
+            raise CliError(f"--{kind}: cannot write {image}: {exc.strerror}") from None
+
+    out = sys.stdout
+    # Names (and the URI, the ssh command) come from the stack outputs: a control character in one must
+    # not reach the terminal as such. The seed and the codes are checked above (base32, digits).
+    account, issuer, admin, server = (printable(str(v)) for v in (totp.name, totp.issuer, choice.admin, choice.server))
+    out.write(f"{account} ({issuer}): TOTP enrollment for {admin} on {server}\n")
+    out.write("Everything below is secret: show it to nobody, and clear the screen afterwards.\n\n")
     if image:
-        write_private(Path(image), image_bytes(uri, "svg" if args.svg else "png"))
         out.write(f"QR code written to {image} (mode 0600). Scan it, then delete the file: it holds the secret.\n")
     else:
         out.write(enroll.terminal_qr(uri))
@@ -79,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     out.write("\nNo camera? Add the account by hand: time-based, SHA1, 6 digits, 30 seconds, key:\n")
     out.write(f"    {enroll.manual_key(totp.secret)}\n")
     if args.uri:
-        out.write(f"\notpauth URI (contains the secret):\n    {uri}\n")
+        out.write(f"\notpauth URI (contains the secret):\n    {printable(uri)}\n")
     out.write(f"\nBackup codes ({len(codes)}), for when the phone is lost; each works once:\n")
     for code in codes:
         out.write(f"    {code}\n")
@@ -89,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     )
     command = _ssh_command(outputs, choice)
     if command:
-        out.write(f"\nLog in with `{command}`: the SSH key first, then the 6-digit code from the app.\n")
-    return 0
+        out.write(f"\nLog in with `{printable(command)}`: the SSH key first, then the 6-digit code from the app.\n")
+    return EXIT_OK
 
 
 def _ssh_command(outputs: Mapping[str, Any], choice: stackoutputs.Choice) -> str | None:

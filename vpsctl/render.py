@@ -1,4 +1,12 @@
-"""Render each server's user-data from a stack config file, exactly as `pulumi up` would send it."""
+"""Write each server's user-data from a stack config file, offline, exactly as "pulumi up" would send it.
+
+For every server of the config (or each one named with --server) it writes, all with mode 0600:
+  DIR/<server>/user-data          the cloud-init user-data the server boots with
+  DIR/<server>/host_ed25519.pub   the server's SSH host public key, the one its known_hosts line pins
+  DIR/secrets.json                the TOTP seeds, backup codes and host keys behind them (secret)
+Seeds, codes and host keys are new on every run, unless --secrets names a secrets.json written before:
+then the output is the same, byte for byte. It prints paths and sizes, never a secret.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +18,34 @@ from typing import Any
 
 from cloudinit import render, secrets, stackconfig
 from cloudinit.model import NOT_SHOWN, ConfigError, Server
-from vpsctl.errors import CliError
+from vpsctl.errors import EXIT_OK, CliError
 from vpsctl.files import load_json, load_stack_file, write_private
 
 SECRETS_FILE = "secrets.json"
 SIGNING_KEY = "signingKey"  # beside the servers' entries (no hostname has capitals)
+EXITS = {EXIT_OK: "every file written"}
+README_SECTION = "Operator CLI"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="stack config file (Pulumi.<stack>.yaml), plain values")
-    parser.add_argument("--out", required=True, help="output folder: OUT/<server>/user-data, OUT/secrets.json")
-    parser.add_argument("--secrets", help=f"reuse seeds, codes and host keys from a {SECRETS_FILE} written before")
-    parser.add_argument("--server", action="append", help="only this server (repeatable)")
+    parser.add_argument("--config", metavar="FILE", required=True, help="stack config file (Pulumi.<stack>.yaml), plain values")
+    parser.add_argument(
+        "--out", metavar="DIR", required=True, type=folder,
+        help=f"output folder: DIR/<server>/user-data, DIR/<server>/host_ed25519.pub, DIR/{SECRETS_FILE}",
+    )
+    parser.add_argument(
+        "--secrets", metavar="FILE", help=f"reuse seeds, codes and host keys from a {SECRETS_FILE} written before"
+    )
+    parser.add_argument("--server", metavar="S", action="append", help="only this server (repeatable)")
+
+
+def folder(value: str) -> str:
+    """--out: a folder, or a path where one can be made; refused before anything is read or written."""
+    path = Path(value)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is not a folder")
+    return value
 
 
 def load_config(path: str) -> stackconfig.StackConfig:

@@ -31,10 +31,14 @@ from agent import state as st
 from cloudinit import desired as desired_files
 from vpsctl import plan as planning
 from vpsctl import sshclient, sshsig, stackoutputs, verify
-from vpsctl.errors import EXIT_FAIL, CliError
+from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError
 
 AGENT = desired_files.AGENT_COMMAND
 EXIT_DRIFT = 3
+EXITS = {EXIT_OK: "every server in sync, or changed and confirmed by a new login",
+         EXIT_FAIL: "a server was unreachable, refused the change or rolled it back, or a check failed",
+         EXIT_DRIFT: "--dry-run: a server differs from the stack (the plan says how)"}
+README_SECTION = "Day two"
 CONFIRM_WITHIN = 120
 
 

@@ -1,12 +1,13 @@
 """Prove a live server enforces key + TOTP: pinned host key, key alone refused, no passwords, sshd and PAM.
 
-One connection, one login (pam_google_authenticator allows 3 logins per 30 s and no code twice):
-the host key is compared with the stack's pinned key BEFORE any credential is sent; then the key
-alone must get only a partial success with keyboard-interactive left; then the current TOTP code
-(computed from the stack's secret) completes the login, and over that session the effective sshd
-settings (``sudo -n sshd -T``) and the PAM stack (``/etc/pam.d``, judged as Linux-PAM runs it) are
-checked. What could not be read is reported as UNKNOWN and fails the run; a server nothing answers on is
-one line. Nothing secret is printed: not the code, not the seed.
+One connection, one login (the server allows 3 logins per 30 s and no code twice). The host key is
+compared with the stack's pinned key BEFORE any credential is sent; then the key alone must get only
+a partial success with keyboard-interactive left; then the current TOTP code (computed from the
+stack's secret) completes the login, and over that session the effective sshd settings
+(sudo -n sshd -T) and the PAM stack (/etc/pam.d, judged as Linux-PAM runs it) are checked. One line
+per check: PASS, FAIL, or UNKNOWN for what could not be read (that fails the run too). When nothing
+answers at the address, one line says so. Nothing secret is printed: not the code, not the seed.
+Details: docs/enrollment.md.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ import pyotp
 from agent import pam
 from cloudinit import render
 from vpsctl import sshclient, stackoutputs
-from vpsctl.errors import EXIT_FAIL, CliError
+from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError, printable
 
+EXITS = {EXIT_OK: "every check passed", EXIT_FAIL: "a check failed or could not be made, or nothing answered at the address"}
+README_SECTION = "Operator CLI"
 SSHD = "/usr/sbin/sshd"
 PINNED_TYPE = "ssh-ed25519"  # the program pins one Ed25519 host key (tls.PrivateKey ED25519)
 PAM_DIR = "/etc/pam.d"
@@ -69,12 +72,10 @@ class Report:
     target: str
     """``host:port`` that was checked."""
     checks: list[Check] = field(default_factory=list)
-    unreachable: str = ""
-    """Set when nothing answered at all: one cause, one line (no check could be made)."""
 
     @property
     def passed(self) -> bool:
-        return not self.unreachable and bool(self.checks) and all(c.ok is True for c in self.checks)
+        return bool(self.checks) and all(c.ok is True for c in self.checks)
 
     def get(self, check_id: str) -> Check:
         return next(c for c in self.checks if c.id == check_id)
@@ -91,8 +92,6 @@ class Report:
         return self
 
     def render(self) -> str:
-        if self.unreachable:
-            return f"verify {self.admin}@{self.server} at {self.target}: UNREACHABLE, {self.unreachable}\n"
         width = max(len(c.id) for c in self.checks)
         lines = [f"verify {self.admin}@{self.server} at {self.target}"]
         for c in self.checks:
@@ -225,6 +224,10 @@ def verify(
         report = Report(server=server, admin=admin, target=_target(host, port))
         report.add(HOST, False, f"server presented {exc.presented}, the stack pins {fingerprint(*pinned)}; nothing was sent")
         return report.finish(ssh_port, "host key mismatch (possible man in the middle): no credential was sent")
+    if attempt.error.startswith("cannot connect"):
+        raise CliError(f"{attempt.error.replace('cannot connect', f'cannot connect to {_target(host, port)}', 1)}: nothing "
+                       "was checked. Is the server up, the address and --port right, your network in its allowedCidrs?",
+                       EXIT_FAIL)
     with attempt:
         return report_for(attempt, Report(server=server, admin=admin, target=_target(host, port)), pinned, ssh_port, timeout)
 
@@ -232,9 +235,6 @@ def verify(
 def report_for(attempt: sshclient.Login, report: Report, pinned: tuple[str, str], ssh_port: int, timeout: float) -> Report:
     """The checks of one login (kept open): how the server authenticated it, then, over it, what it runs."""
     if attempt.steps == (("connect", "disconnected"),):
-        if attempt.error.startswith("cannot connect"):
-            report.unreachable = attempt.error
-            return report
         report.add(HOST, False, f"no SSH session with a {pinned[0]} host key: {attempt.error}")
         return report.finish(ssh_port, "no SSH session")
     report.add(HOST, True, fingerprint(*pinned))
@@ -358,7 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identity", metavar="KEYFILE", required=True, help="the admin's SSH private key file")
     parser.add_argument("--host", help="connect here instead of the server's address from the outputs")
     parser.add_argument("--port", type=int, help="connect to this port instead of the stack's sshPort")
-    parser.add_argument("--timeout", type=float, default=15.0, help="seconds per network step (default 15)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=15.0, help="seconds per network step (default 15)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -368,5 +368,7 @@ def run(args: argparse.Namespace) -> int:
     ask = (lambda: getpass.getpass(f"passphrase for {args.identity}: ")) if sys.stdin.isatty() else None
     key = load_identity(Path(args.identity), ask)
     report = verify(host, port, choice.admin, key, outputs, choice.server, timeout=args.timeout)
-    sys.stdout.write(report.render())
-    return 0 if report.passed else EXIT_FAIL
+    # Names from the stack outputs and what the server answered are in the report: no control character
+    # of theirs reaches the terminal.
+    sys.stdout.write("".join(printable(line) + "\n" for line in report.render().splitlines()))
+    return EXIT_OK if report.passed else EXIT_FAIL
