@@ -24,6 +24,7 @@ import glob
 import grp
 import ipaddress
 import json
+import lzma
 import os
 import pwd
 import secrets
@@ -36,7 +37,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from agent import pam
+from agent import pamtest
 from agent import state as st
 
 LIB = "/var/lib/totp-vps"
@@ -47,13 +48,11 @@ METADATA_NFT = "/etc/totp-vps/metadata.nft"
 LOCK = "/run/totp-vps.lock"
 AGENT = "/usr/local/sbin/totp-vps-activate"
 BUNDLE = "/usr/local/lib/totp-vps/agent.bundle"
-BOOT_UNIT = "totp-vps-boot.service"
 SSHD = "/usr/sbin/sshd"
-SIGNATURE_NAMESPACE = "totp-vps-state"
 PAM_MODULE = "pam_google_authenticator.so"
 CONFIRM = (10, 900, 120)  # seconds to confirm a change: least, most, default
 PROBES = ("192.0.2.10", "2001:db8::10")  # documentation addresses: a connection from nowhere in particular
-ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
 class Refused(Exception):
@@ -63,41 +62,35 @@ class Refused(Exception):
 # ------------------------------------------------------------------------------------ system access
 
 
-def run(argv: list[str], stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, env=ENV, check=False)
+def run(argv: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, input=stdin, capture_output=True, timeout=120, env=ENV, check=False)
     return subprocess.CompletedProcess(argv, done.returncode, done.stdout.decode(errors="replace"),
                                        done.stderr.decode(errors="replace"))
 
 
-def must(argv: list[str], what: str) -> str:
+def must(argv: list[str]) -> str:
     done = run(argv)
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise Refused(f"{what} failed: {detail[-1] if detail else f'exit {done.returncode}'}")
+    if done.returncode:
+        detail = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
+        raise Refused(f"{' '.join(argv[:2])} failed: {detail[-1][:200]}")
     return done.stdout
 
 
 def read(path: str) -> str | None:
     """A file's text, never through a symlink (homes belong to their users)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8", errors="surrogateescape") as fh:
+            return fh.read()
     except OSError:
         return None
-    with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as fh:
-        return fh.read()
 
 
-def write(path: str, text: str, mode: int, uid: int = 0, gid: int = 0) -> None:
-    write_bytes(path, text.encode("utf-8", "surrogateescape"), mode, uid, gid)
-
-
-def write_bytes(path: str, data: bytes, mode: int, uid: int = 0, gid: int = 0) -> None:
+def write(path: str, data: str | bytes, mode: int, uid: int = 0, gid: int = 0) -> None:
     """Replace ``path`` in one rename, owner and mode set before it appears (a symlink there is replaced)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".totp-vps.")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+            fh.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
             os.fchown(fh.fileno(), uid, gid)
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
@@ -113,12 +106,13 @@ def remove(path: str) -> None:
         os.unlink(path)
 
 
-def load_json(path: str) -> Any:
+def load(path: str) -> Any:
     text = read(path)
     return None if text is None else json.loads(text)
 
 
-def save_json(path: str, data: Any) -> None:
+def save(path: str, data: Any) -> None:
+    os.makedirs(LIB, mode=0o700, exist_ok=True)
     write(path, json.dumps(data, indent=1, sort_keys=True) + "\n", 0o600)
 
 
@@ -126,21 +120,10 @@ def systemd() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
-def ticks_now() -> int:
+def ticks() -> int:
     """Now, in the clock ticks since boot that /proc/PID/stat gives a process's start in."""
     with open("/proc/uptime") as fh:
         return int(float(fh.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
-
-
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(command name, parent pid, start time in ticks)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            text = fh.read()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return text[text.index("(") + 1 : text.rindex(")")], int(fields[1]), int(fields[19])
 
 
 @contextlib.contextmanager
@@ -154,75 +137,62 @@ def locked(wait: float = 0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise Refused("another totp-vps change is running on this server") from None
+                    raise Refused("another totp-vps change is running here") from None
                 time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
 
 
 def event(kind: str, serial: str | None, detail: str = "") -> None:
-    entry = {"time": int(time.time()), "event": kind, "serial": serial, "detail": detail,
-             "by": os.environ.get("SUDO_USER", "root")}
-    lines = (read(EVENTS) or "").splitlines()[-199:]
+    by = os.environ.get("SUDO_USER", "root")
+    entry = {"time": int(time.time()), "event": kind, "serial": serial, "detail": detail, "by": by}
+    lines = (read(EVENTS) or "").splitlines()[-199:] + [json.dumps(entry, sort_keys=True)]
     os.makedirs(LIB, mode=0o700, exist_ok=True)
-    write(EVENTS, "".join(line + "\n" for line in [*lines, json.dumps(entry, sort_keys=True)]), 0o600)
+    write(EVENTS, "\n".join(lines) + "\n", 0o600)
 
 
 # ------------------------------------------------------------------------------------------ accounts
 
 
 def user(name: str) -> pwd.struct_passwd | None:
-    try:
+    with contextlib.suppress(KeyError):
         return pwd.getpwnam(name)
-    except KeyError:
-        return None
+    return None
 
 
-def in_group(name: str) -> bool:
-    try:
+def is_admin(name: str) -> bool:
+    with contextlib.suppress(KeyError):
         return name in grp.getgrnam(st.ADMIN_GROUP).gr_mem
-    except KeyError:
-        return False
+    return False
 
 
 def account_state(name: str) -> dict[str, Any] | None:
     entry = user(name)
-    if entry is None:
-        return None
-    expiry = next((f[7] for f in (line.split(":") for line in (read("/etc/shadow") or "").splitlines())
-                   if f[0] == name and len(f) > 7), "")
-    return {"shell": entry.pw_shell, "expiry": expiry, "admin": in_group(name)}
+    shadow = [f for f in (line.split(":") for line in (read("/etc/shadow") or "").splitlines()) if f[0] == name]
+    expiry = shadow[0][7] if shadow and len(shadow[0]) > 7 else ""
+    return entry and {"shell": entry.pw_shell, "expiry": expiry, "admin": is_admin(name)}
 
 
 def set_account(name: str, shell: str, expiry: str, admin: bool) -> None:
     """Passwords stay locked whatever else changes: keys and codes only."""
-    must(["usermod", "--lock", "--shell", shell, name], f"usermod {name}")
-    must(["chage", "--expiredate", expiry or "-1", name], f"chage {name}")
-    if admin != in_group(name):
-        must(["gpasswd", "--add" if admin else "--delete", name, st.ADMIN_GROUP], f"gpasswd {name}")
+    must(["usermod", "--lock", "--shell", shell, name])
+    must(["chage", "--expiredate", expiry or "-1", name])
+    if admin != is_admin(name):
+        must(["gpasswd", "--add" if admin else "--delete", name, st.ADMIN_GROUP])
 
 
 def kill_sessions(uid: int) -> int:
     """SIGKILL every process of ``uid``: its SSH sessions end with them."""
     killed = 0
     for _round in range(5):
-        found = [int(p) for p in os.listdir("/proc") if p.isdigit() and _uid(int(p)) == uid]
+        found = [p for p in os.listdir("/proc") if p.isdigit() and (read(f"/proc/{p}/status") or "").count(f"\nUid:\t{uid}\t")]
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(int(pid), signal.SIGKILL)
                 killed += 1
         if not found:
             break
         time.sleep(0.1)
     return killed
-
-
-def _uid(pid: int) -> int | None:
-    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("Uid:"))
-    return None
 
 
 def totp_path(name: str) -> str:
@@ -243,52 +213,64 @@ def seed_digest(text: str | None) -> str | None:
 
 
 def installed_agent() -> dict[str, str]:
-    """The installed agent as the operator's renderer lists it: its modules and the launcher."""
+    """The installed agent as the renderer lists it: its modules and the launcher."""
     try:
         with open(BUNDLE, "rb") as fh:
             files = st.unbundle(fh.read())
-    except (OSError, ValueError):
+    except (OSError, ValueError, lzma.LZMAError):
         files = {}
-    files[st.LAUNCHER] = read(AGENT) or ""
-    return files
+    return {**files, st.LAUNCHER: read(AGENT) or ""}
+
+
+def accounts(state: dict[str, Any]) -> Iterator[tuple[dict[str, Any], bool]]:
+    """(account, is a service account)."""
+    yield from ((a, False) for a in state["admins"])
+    yield from ((s, True) for s in state["serviceAccounts"])
+
+
+def managed(record: dict[str, Any] | None) -> set[str]:
+    return set(record["admins"]) | set(record["serviceAccounts"]) if record else set()
 
 
 # ------------------------------------------------------------------------------------------ checking
 
 
-def check_pam(files: dict[str, str] | None) -> None:
-    """The sshd and sudo auth stacks cannot succeed without a code, judged as Linux-PAM runs them;
-    ``files``: a state's files, read in place of the installed ones (before they are installed)."""
-    if not any(glob.glob(p + PAM_MODULE) for p in ("/lib/*/security/", "/usr/lib/*/security/", "/lib/security/")):
+def check_pam_module() -> None:
+    if not any(glob.glob(f"{p}/security/{PAM_MODULE}") for p in ("/lib/*", "/usr/lib/*", "/lib", "/usr/lib")):
         raise Refused(f"{PAM_MODULE} missing (libpam-google-authenticator not installed)")
 
-    def reader(service: str) -> str | None:
-        path = f"/etc/pam.d/{service}"
-        return files[path] if files and path in files else read(path)
 
-    for service in ("sshd", "sudo", "sudo-i"):
-        problems = pam.judge_auth(service, reader, PAM_MODULE)
-        if problems:
-            raise Refused(f"PAM {service}: {problems[0]}")
+def check_pam() -> None:
+    """The installed sshd and sudo stacks need the code: asked through libpam itself, for a probe account."""
+    if user(pamtest.PROBE) is None:
+        must(["useradd", "--system", "--create-home", "--home-dir", "/var/lib/totp-vps-probe", "--shell", "/usr/sbin/nologin",
+              pamtest.PROBE])
+    probe = user(pamtest.PROBE)
+    if probe is None:
+        raise Refused(f"no {pamtest.PROBE} account to ask PAM with")
+    sudo = sudo_totp_path(pamtest.PROBE)
+    for service, path, owner in (("sshd", os.path.join(probe.pw_dir, st.TOTP_FILE), (probe.pw_uid, probe.pw_gid)),
+                                 ("sudo", sudo, (0, 0)), ("sudo-i", sudo, (0, 0))):
+        problem = pamtest.check(service, path, lambda p, text, o=owner: write(p, text, 0o400, *o), remove)  # type: ignore[misc]
+        if problem:
+            raise Refused(f"PAM {service}: {problem}")
 
 
 def check_sudoers(text: str) -> None:
     visudo = shutil.which("visudo", path=ENV["PATH"])
-    if visudo is None:
-        return  # no sudo on this image: the file is inert
-    with tempfile.NamedTemporaryFile("w", dir="/run", prefix="totp-vps-sudoers.") as tmp:
-        tmp.write(text)
-        tmp.flush()
-        done = run([visudo, "-c", "-q", "-f", tmp.name])
-    if done.returncode != 0:
-        raise Refused(f"visudo rejects the sudoers file: {(done.stderr or done.stdout).strip()[:200]}")
+    if visudo:  # without sudo on the image the file is inert
+        with tempfile.NamedTemporaryFile("w", dir="/run") as tmp:
+            tmp.write(text)
+            tmp.flush()
+            done = run([visudo, "-c", "-q", "-f", tmp.name])
+        if done.returncode:
+            raise Refused(f"visudo rejects the sudoers file: {(done.stderr or done.stdout).strip()[:200]}")
 
 
 def effective(name: str, addr: str, port: int) -> dict[str, list[str]]:
-    out = must([SSHD, "-T", "-C", f"user={name},host=totp-vps.invalid,addr={addr},laddr=0.0.0.0,lport={port}"],
-               f"sshd -T -C user={name},addr={addr}")
     values: dict[str, list[str]] = {}
-    for line in out.splitlines():
+    spec = f"user={name},host=totp-vps.invalid,addr={addr},laddr=0.0.0.0,lport={port}"
+    for line in must([SSHD, "-T", "-C", spec]).splitlines():
         keyword, _, value = line.partition(" ")
         values.setdefault(keyword, []).append(value)
     return values
@@ -296,13 +278,13 @@ def effective(name: str, addr: str, port: int) -> dict[str, list[str]]:
 
 def first_host(cidr: str) -> str:
     net = ipaddress.ip_network(cidr)
-    return str(net.network_address + (1 if net.num_addresses > 1 else 0))
+    return str(net.network_address + (net.num_addresses > 1))
 
 
 def check_sshd(state: dict[str, Any]) -> None:
     """`sshd -t`, then what sshd will do for every account, from inside and outside its networks."""
     done = run([SSHD, "-t"])
-    if done.returncode != 0:
+    if done.returncode:
         raise Refused(f"sshd -t rejects the configuration: {(done.stderr or done.stdout).strip()[:300]}")
     port = state["sshPort"]
     inside = [first_host(c) for s in state["serviceAccounts"] for c in s["fromCidrs"]]
@@ -316,7 +298,7 @@ def check_sshd(state: dict[str, Any]) -> None:
     for name, addr, wanted, forced in checks:
         have = effective(name, addr, port)
         expect = {**common, **{k: [v] for k, v in (line.split(" ", 1) for line in wanted)}}
-        if forced is not None:
+        if forced:
             expect["forcecommand"] = [forced]
         for keyword, values in expect.items():
             if sorted(have.get(keyword, [])) != sorted(values):
@@ -325,13 +307,11 @@ def check_sshd(state: dict[str, Any]) -> None:
 
 def check_installed(state: dict[str, Any]) -> None:
     """What was installed is byte for byte what the state says, and sshd and PAM judge it as intended."""
-    for path, text in state["files"].items():
+    expected = {**state["files"], **{key_path(a["name"]): st.authorized_keys(a, service) for a, service in accounts(state)}}
+    for path, text in expected.items():
         if read(path) != text:
             raise Refused(f"{path} does not hold what was installed")
-    for account, service in accounts(state):
-        if read(key_path(account["name"])) != st.authorized_keys(account, service):
-            raise Refused(f"{key_path(account['name'])} does not hold what was installed")
-    check_pam(None)
+    check_pam()
     check_sshd(state)
 
 
@@ -342,33 +322,27 @@ def sshd_unit() -> str:
     for unit in ("ssh.service", "sshd.service"):
         if run(["systemctl", "cat", unit]).returncode == 0:
             return unit
-    raise Refused("no ssh.service or sshd.service unit")
+    raise Refused("no ssh.service or sshd.service")
 
 
 def listener_pid() -> int | None:
     if systemd():
         out = run(["systemctl", "show", "--property=MainPID", "--value", sshd_unit()]).stdout.strip()
-        return int(out) if out.isdigit() and out != "0" else None
-    text = (read("/run/sshd.pid") or "").strip()  # Debian's and Ubuntu's PidFile
-    return int(text) if text.isdigit() else None
+    else:
+        out = (read("/run/sshd.pid") or "").strip()  # Debian's and Ubuntu's PidFile
+    return int(out) if out.isdigit() and out != "0" else None
 
 
 def listening(pid: int | None) -> dict[int, int]:
     """socket inode -> TCP port, for every listening socket ``pid`` holds."""
     inodes = set()
-    with contextlib.suppress(OSError, TypeError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
-    out = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in (read(table) or "").splitlines()[1:]:
-            f = line.split()
-            if len(f) > 9 and f[3] == "0A" and int(f[9]) in inodes:
-                out[int(f[9])] = int(f[1].rsplit(":", 1)[1], 16)
-    return out
+    for fd in glob.glob(f"/proc/{pid}/fd/*"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    rows = [line.split() for t in ("tcp", "tcp6") for line in (read(f"/proc/net/{t}") or "").splitlines()[1:]]
+    return {int(f[9]): int(f[1].rsplit(":", 1)[1], 16) for f in rows if len(f) > 9 and f[3] == "0A" and int(f[9]) in inodes}
 
 
 def reload_sshd(port: int) -> int:
@@ -378,17 +352,16 @@ def reload_sshd(port: int) -> int:
     if systemd():
         unit = sshd_unit()
         if any(run(["systemctl", verb, "--quiet", "ssh.socket"]).returncode == 0 for verb in ("is-enabled", "is-active")):
-            # ssh.socket keeps a port of its own: hand the listener to the service, so sshd_config's Port is the
-            # one source of truth and every later change is a plain reload.
-            must(["systemctl", "disable", "--now", "ssh.socket"], "systemctl disable ssh.socket")
+            # ssh.socket keeps a port of its own: the service takes the listener, so sshd_config's Port is the one
+            # source of truth and every later change is a plain reload.
+            must(["systemctl", "disable", "--now", "ssh.socket"])
             for leftover in ("ssh.service.d/00-socket.conf", "ssh.socket.d/addresses.conf"):  # Ubuntu's, if any
                 remove(f"/etc/systemd/system/{leftover}")
-            must(["systemctl", "daemon-reload"], "systemctl daemon-reload")
-            must(["systemctl", "enable", unit], f"systemctl enable {unit}")
-            must(["systemctl", "restart", unit], f"systemctl restart {unit}")
+            for verb in ("daemon-reload", "enable", "restart"):
+                must(["systemctl", verb, *([unit] if verb != "daemon-reload" else [])])
         else:
             active = run(["systemctl", "is-active", "--quiet", unit]).returncode == 0
-            must(["systemctl", "reload" if active else "start", unit], f"systemctl reload {unit}")
+            must(["systemctl", "reload" if active else "start", unit])
     else:
         pid = listener_pid()
         if pid is None:
@@ -400,30 +373,19 @@ def reload_sshd(port: int) -> int:
         if now and not set(now) & before:  # the re-executed listener's own sockets
             if set(now.values()) != {port}:
                 raise Refused(f"sshd listens on port(s) {sorted(set(now.values()))}, want exactly {port}")
-            return ticks_now()
+            return ticks()
         time.sleep(0.1)
     raise Refused(f"sshd did not listen again on port {port} within 20 s")
 
 
 def configured_port() -> int:
-    """The one port the installed configuration names."""
     ports = [line.split()[1] for line in run([SSHD, "-T"]).stdout.splitlines() if line.startswith("port ")]
     if len(ports) != 1:
-        raise Refused(f"the installed configuration names port(s) {ports}, not exactly one")
+        raise Refused(f"the installed configuration names port(s) {ports}, not one")
     return int(ports[0])
 
 
 # ------------------------------------------------------------------------------------ change and undo
-
-
-def accounts(state: dict[str, Any]) -> Iterator[tuple[dict[str, Any], bool]]:
-    """(account, is a service account)."""
-    yield from ((a, False) for a in state["admins"])
-    yield from ((s, True) for s in state["serviceAccounts"])
-
-
-def managed(record: dict[str, Any] | None) -> set[str]:
-    return set(record["admins"]) | set(record["serviceAccounts"]) if record else set()
 
 
 def snapshot(state: dict[str, Any], applied: dict[str, Any] | None) -> dict[str, Any]:
@@ -434,14 +396,10 @@ def snapshot(state: dict[str, Any], applied: dict[str, Any] | None) -> dict[str,
         paths |= {BUNDLE, AGENT}
     files: dict[str, Any] = {}
     for path in sorted(paths):
-        try:
-            info = os.lstat(path)
-        except OSError:
-            files[path] = None
-            continue
-        text = read(path) or ""
-        files[path] = {"data": base64.b64encode(text.encode("utf-8", "surrogateescape")).decode(),
-                       "mode": info.st_mode & 0o7777, "uid": info.st_uid, "gid": info.st_gid}
+        text = read(path)
+        info = os.lstat(path) if text is not None else None
+        files[path] = info and {"data": base64.b64encode(text.encode("utf-8", "surrogateescape")).decode(),  # type: ignore[union-attr]
+                                "mode": info.st_mode & 0o7777, "uid": info.st_uid, "gid": info.st_gid}
     return {"files": files, "accounts": {n: account_state(n) for n in sorted(names)}}
 
 
@@ -451,52 +409,54 @@ def restore(snap: dict[str, Any]) -> None:
         if saved is None:
             remove(path)
         elif os.path.isdir(os.path.dirname(path)):
-            data = base64.b64decode(saved["data"])
-            write_bytes(path, data.decode("utf-8", "surrogateescape").encode("utf-8", "surrogateescape"),
-                        saved["mode"], saved["uid"], saved["gid"])
+            write(path, base64.b64decode(saved["data"]), saved["mode"], saved["uid"], saved["gid"])
     for name, saved in snap["accounts"].items():
-        if saved is not None:
+        if saved:
             set_account(name, saved["shell"], saved["expiry"], saved["admin"])
-        elif user(name) is not None:  # created by the change: it may no longer log in
+        elif user(name):  # created by the change: it may no longer log in
             set_account(name, "/usr/sbin/nologin", "1", False)
 
 
 def change(state: dict[str, Any], applied: dict[str, Any] | None) -> list[str]:
     """Make the server hold ``state``; returns what changed, in words (no secrets)."""
     done: list[str] = []
-    new, old = st.record(state), (applied or {}).get("admins", {})
+    new, old = st.record(state)["admins"], (applied or {}).get("admins", {})
     for directory, mode in ((st.KEYS_DIR, 0o755), (st.SUDO_TOTP_DIR, 0o700)):
         os.makedirs(directory, mode=mode, exist_ok=True)
         os.chmod(directory, mode)
-    if run(["getent", "group", st.ADMIN_GROUP]).returncode != 0:
-        must(["groupadd", "--system", st.ADMIN_GROUP], f"groupadd {st.ADMIN_GROUP}")
+    if run(["getent", "group", st.ADMIN_GROUP]).returncode:
+        must(["groupadd", "--system", st.ADMIN_GROUP])
     shipped = state.get("agentFiles")
     if shipped and installed_agent() != shipped:  # used from the next run on; this one finishes as it started
-        write_bytes(BUNDLE, st.bundle({k: v for k, v in shipped.items() if k != st.LAUNCHER}), 0o644)
+        write(BUNDLE, st.bundle({k: v for k, v in shipped.items() if k != st.LAUNCHER}), 0o644)
         write(AGENT, shipped[st.LAUNCHER], 0o755)
         done.append("agent updated")
     for account, service in accounts(state):
         name = account["name"]
         if user(name) is None:
-            must(["useradd", "--create-home", "--user-group", "--shell", account["shell"], "--comment", "totp-vps", name],
-                 f"useradd {name}")
+            must(["useradd", "--create-home", "--user-group", "--shell", account["shell"], "--comment", "totp-vps", name])
             done.append(f"+{name}")
         set_account(name, account["shell"], "", not service)
+        entry = user(name)
+        if entry is None:
+            raise Refused(f"{name}: the account vanished while it was set up")
+        if not os.path.isdir(entry.pw_dir):  # an adopted account whose home never existed
+            os.makedirs(entry.pw_dir, mode=0o700)
+            os.chown(entry.pw_dir, entry.pw_uid, entry.pw_gid)
         keys = st.authorized_keys(account, service)
         if read(key_path(name)) != keys:
             write(key_path(name), keys, 0o644)
             done.append(f"{name}: keys")
-        entry = user(name)
-        if service or entry is None:
+        if service:
             continue
         # pam_google_authenticator rewrites this file at every login (used backup codes, rate limit, reuse):
         # written only for a new admin or a new secret, or used codes would come back to life.
-        if name not in old or old[name]["totp"] != new["admins"][name]["totp"]:
+        if old.get(name, {}).get("totp") != new[name]["totp"]:
             write(totp_path(name), account["totp"], 0o400, entry.pw_uid, entry.pw_gid)
             done.append(f"{name}: totp file")
         if account["sudo"] != "totp":
             remove(sudo_totp_path(name))
-        elif name not in old or old[name].get("sudoTotp") != new["admins"][name]["sudoTotp"]:
+        elif old.get(name, {}).get("sudoTotp") != new[name]["sudoTotp"]:
             write(sudo_totp_path(name), account["sudoTotp"], 0o400)
             done.append(f"{name}: sudo totp file")
     for path, text in state["files"].items():
@@ -525,52 +485,48 @@ def offboard(name: str, remove_home: bool) -> str:
 def verify_signature(state: dict[str, Any], signature: object, applied: dict[str, Any]) -> None:
     nonce = (read(NONCE) or "").strip()
     if not isinstance(signature, str) or not nonce:
-        raise Refused("the change is not signed, or this server has no nonce yet (run status first)")
-    with tempfile.TemporaryDirectory(dir="/run", prefix="totp-vps-sig.") as tmp:
+        raise Refused("the change is not signed, or there is no nonce yet (run status first)")
+    with tempfile.TemporaryDirectory(dir="/run") as tmp:
         with open(f"{tmp}/allowed", "w") as fh:
-            fh.write(f'totp-vps namespaces="{SIGNATURE_NAMESPACE}" {applied["signerKey"]}\n')
+            fh.write(f'totp-vps namespaces="{st.SIGNATURE_NAMESPACE}" {applied["signerKey"]}\n')
         with open(f"{tmp}/sig", "w") as fh:
             fh.write(signature)
-        done = run(["ssh-keygen", "-Y", "verify", "-f", f"{tmp}/allowed", "-I", "totp-vps", "-n", SIGNATURE_NAMESPACE,
+        done = run(["ssh-keygen", "-Y", "verify", "-f", f"{tmp}/allowed", "-I", "totp-vps", "-n", st.SIGNATURE_NAMESPACE,
                     "-s", f"{tmp}/sig"], stdin=st.signed_message(state, nonce))
-    if done.returncode != 0:
-        raise Refused("the signature does not verify with this server's signer key and current nonce "
-                      "(signed for another server, an older state, or by another stack)")
+    if done.returncode:
+        raise Refused("the signature does not verify with this server's signer key and nonce (signed for another "
+                      "server, an older state, or by another stack)")
 
 
 def applied_record(state: dict[str, Any]) -> dict[str, Any]:
     """What is kept of an applied state: its record, the key that signs the next one, and digests of the
     seeds written (to tell a file changed on the server from one whose backup codes were used)."""
-    out = st.record(state)
-    out.update(signerKey=state["signer"], appliedAt=int(time.time()),
-               totpSeeds={a["name"]: [seed_digest(a["totp"]), seed_digest(a.get("sudoTotp"))] for a in state["admins"]})
-    return out
+    return {**st.record(state), "signerKey": state["signer"], "appliedAt": int(time.time()),
+            "totpSeeds": {a["name"]: [seed_digest(a["totp"]), seed_digest(a.get("sudoTotp"))] for a in state["admins"]}}
 
 
 def apply(raw: object, *, signature: object = None, within: int = CONFIRM[2], first_boot: bool = False) -> dict[str, Any]:
     """Check, apply, reload and prove a desired state. Day two: it is then pending confirmation."""
     state = st.validate(raw)
     serial = st.serial(state)
-    applied = load_json(APPLIED)
-    if load_json(PENDING) is not None:
+    applied = load(APPLIED)
+    if load(PENDING) is not None:
         raise Refused("another change is pending confirmation: confirm or roll it back first")
     if not first_boot:
         if applied is None:
             raise Refused("nothing is applied here yet: the first state comes with the user-data (boot)")
         verify_signature(state, signature, applied)
-    want = state["agent"]["sha256"]
-    if st.agent_digest(state.get("agentFiles") or installed_agent()) != want:
-        raise Refused("the agent does not match the state's agent digest (send the agent's files with the state)")
-    check_pam(state["files"])
+    if st.agent_digest(state.get("agentFiles") or installed_agent()) != state["agent"]["sha256"]:
+        raise Refused("the agent is not the state's (send its files with the state)")
+    check_pam_module()
     check_sudoers(state["files"][st.SUDOERS])
     if applied is not None and applied["serial"] == serial and not drift(applied):
         return {"result": "unchanged", "serial": serial}
 
-    os.makedirs(LIB, mode=0o700, exist_ok=True)
-    save_json(SNAPSHOT, snapshot(state, applied))
+    save(SNAPSHOT, snapshot(state, applied))
     pending = {"serial": serial, "previous": applied and applied["serial"], "deadline": time.time() + within,
                "within": within, "phase": "applying", "firstBoot": first_boot, "port": state["sshPort"]}
-    save_json(PENDING, pending)
+    save(PENDING, pending)
     if not first_boot:
         start_watchdog(serial)  # first: even if this process dies mid-way, the change is undone in time
     try:
@@ -582,17 +538,17 @@ def apply(raw: object, *, signature: object = None, within: int = CONFIRM[2], fi
         raise Refused(str(exc)) from None
     if first_boot:
         commit(applied_record(state), "activated at first boot")
-        return {"result": "applied", "serial": serial, "changes": done, "sshPort": state["sshPort"],
-                "admins": [a["name"] for a in state["admins"]]}
-    pending.update(phase="awaiting-confirmation", reloadedAt=reloaded, changes=done, record=applied_record(state))
-    save_json(PENDING, pending)
-    write(NONCE, secrets.token_hex(16) + "\n", 0o600)  # this signature can never be used again
-    event("pending", serial, ", ".join(done))
-    return {"result": "pending", "serial": serial, "changes": done, "deadline": pending["deadline"]}
+    else:
+        pending.update(phase="awaiting-confirmation", reloadedAt=reloaded, changes=done, record=applied_record(state))
+        save(PENDING, pending)
+        write(NONCE, secrets.token_hex(16) + "\n", 0o600)  # the signature can never be used again
+        event("pending", serial, ", ".join(done))
+    return {"result": "applied" if first_boot else "pending", "serial": serial, "changes": done,
+            "deadline": pending["deadline"], "sshPort": state["sshPort"], "admins": [a["name"] for a in state["admins"]]}
 
 
 def commit(record: dict[str, Any], why: str) -> None:
-    save_json(APPLIED, record)
+    save(APPLIED, record)
     remove(PENDING)
     remove(SNAPSHOT)
     event("applied", record["serial"], why)
@@ -600,10 +556,10 @@ def commit(record: dict[str, Any], why: str) -> None:
 
 def undo(reason: str, restart: bool = True) -> dict[str, Any]:
     """Roll the pending change back to its snapshot (a failed first boot: to the lockdown)."""
-    pending = load_json(PENDING)
+    pending = load(PENDING)
     if pending is None:
         return {"result": "nothing pending"}
-    snap = load_json(SNAPSHOT)
+    snap = load(SNAPSHOT)
     if snap is not None:
         restore(snap)
     if pending.get("firstBoot"):
@@ -623,7 +579,7 @@ def lock_ssh(port: int) -> None:
 
 
 def confirm(serial: str) -> dict[str, Any]:
-    pending = load_json(PENDING)
+    pending = load(PENDING)
     if pending is None or pending["serial"] != serial:
         raise Refused(f"no change {st.short(serial)} is pending (rolled back already, or confirmed)")
     if pending["phase"] != "awaiting-confirmation":
@@ -638,24 +594,25 @@ def confirm(serial: str) -> dict[str, Any]:
 
 
 def connection_started() -> int | None:
-    """When (ticks since boot) the SSH connection this process runs in was accepted: the start of the process
-    right below the sshd listener among our ancestors. None outside SSH."""
+    """When (ticks since boot) the SSH connection this process runs in was accepted: the start of the
+    process right below the sshd listener among our ancestors. None outside SSH."""
     chain: list[tuple[str, int]] = []
     pid = os.getpid()
     while pid > 0 and len(chain) < 64:
-        info = proc_stat(pid)
-        if info is None:
+        text = read(f"/proc/{pid}/stat")
+        if text is None:
             break
-        chain.append((info[0], info[2]))
-        pid = info[1]
-    sshd = [i for i, (name, _) in enumerate(chain) if name in ("sshd", "sshd-session", "sshd-auth")]
-    return chain[sshd[-2]][1] if len(sshd) >= 2 else None
+        fields = text[text.rindex(")") + 2 :].split()
+        chain.append((text[text.index("(") + 1 : text.rindex(")")], int(fields[19])))
+        pid = int(fields[1])
+    sshd = [started for name, started in chain if name in ("sshd", "sshd-session", "sshd-auth")]
+    return sshd[-2] if len(sshd) >= 2 else None
 
 
 def start_watchdog(serial: str) -> None:
     argv = [AGENT, "watchdog", serial]
     if systemd():  # outside the SSH session's scope: the rollback must outlive the client that started it
-        must(["systemd-run", "--quiet", "--collect", f"--unit=totp-vps-watchdog-{st.short(serial)}", *argv], "systemd-run")
+        must(["systemd-run", "--quiet", "--collect", f"--unit=totp-vps-watchdog-{st.short(serial)}", *argv])
         return
     if os.fork() == 0:  # detached: its own session, no terminal, no inherited descriptors
         try:
@@ -672,16 +629,14 @@ def start_watchdog(serial: str) -> None:
 
 
 def watchdog(serial: str) -> int:
-    while True:
-        pending = load_json(PENDING)
-        if pending is None or pending["serial"] != serial:
-            return 0
+    while (pending := load(PENDING)) and pending["serial"] == serial:
         if time.time() >= pending["deadline"]:
             with locked(wait=60):
-                if (load_json(PENDING) or {}).get("serial") == serial:
+                if (load(PENDING) or {}).get("serial") == serial:
                     undo(f"no confirmation within {pending['within']} s")
-            return 0
+            break
         time.sleep(min(1.0, max(0.05, pending["deadline"] - time.time())))
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- status
@@ -689,8 +644,7 @@ def watchdog(serial: str) -> int:
 
 def drift(applied: dict[str, Any]) -> list[str]:
     """How the server differs from the state it last applied (edited by hand, files gone)."""
-    found = [f"{path} was changed on the server" for path, digest in applied["files"].items()
-             if st.digest(read(path) or "") != digest]
+    found = [f"{p} was changed on the server" for p, digest in applied["files"].items() if st.digest(read(p) or "") != digest]
     for name in sorted(managed(applied)):
         entry = applied["admins"].get(name) or applied["serviceAccounts"][name]
         if user(name) is None:
@@ -700,20 +654,19 @@ def drift(applied: dict[str, Any]) -> list[str]:
         if sorted(st.key_fingerprint(k) for k in keys if k.strip()) != entry["keys"]:
             found.append(f"{name}: the authorized keys were changed on the server")
         for what, path, want in zip(("TOTP", "sudo TOTP"), (totp_path(name), sudo_totp_path(name)),
-                                    applied.get("totpSeeds", {}).get(name, [None, None]), strict=True):
+                                    applied["totpSeeds"].get(name, [None, None]), strict=True):
             have = seed_digest(read(path))
-            if want and have is None:
-                found.append(f"{name}: the {what} file is missing (rotate {name} to issue a new one)")
-            elif want and have != want:
-                found.append(f"{name}: the {what} seed was changed on the server")
+            if want and have != want:
+                found.append(f"{name}: the {what} file is missing (rotate {name} to issue a new one)" if have is None
+                             else f"{name}: the {what} seed was changed on the server")
     return found
 
 
 def status() -> dict[str, Any]:
-    applied = load_json(APPLIED)
-    if applied is not None and not (read(NONCE) or "").strip():
+    applied = load(APPLIED)
+    if applied and not (read(NONCE) or "").strip():
         write(NONCE, secrets.token_hex(16) + "\n", 0o600)
-    pending = load_json(PENDING)
+    pending = load(PENDING)
     return {
         "agent": st.agent_digest(installed_agent()),
         "applied": applied and {k: v for k, v in applied.items() if k != "totpSeeds"},
@@ -724,27 +677,27 @@ def status() -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------------------------- boot
+# ---------------------------------------------------------------------------------------- boot, main
 
 
 def boot() -> int:
     with locked(wait=120):
-        if load_json(PENDING) is not None:
+        if load(PENDING) is not None:
             active = systemd() and run(["systemctl", "is-active", "--quiet", sshd_unit()]).returncode == 0
             # Before sshd starts (the boot unit) there is nothing to reload: it reads the restored files.
             print(f"totp-vps: {undo('the server started before the change was confirmed', restart=active)['result']}")
-        if load_json(APPLIED) is not None:
+        if load(APPLIED) is not None:
             print("totp-vps: the applied state stays in place")
             return 0
         text, state = read(BOOT_STATE), None
         try:
             if text is None:
                 raise Refused(f"{BOOT_STATE} is missing")
-            state = json.loads(text)
+            state = st.unpack(text.encode())
             if os.path.exists(METADATA_NFT):  # the metadata service serves the user-data: root only
-                must(["nft", "-f", METADATA_NFT], "cannot block the metadata service for non-root users: nft")
+                must(["nft", "-f", METADATA_NFT])
             result = apply(state, first_boot=True)
-        except (Refused, ValueError) as exc:  # StateError and JSON errors are ValueErrors
+        except (Refused, ValueError, lzma.LZMAError) as exc:  # StateError and JSON errors are ValueErrors
             port = state.get("sshPort") if isinstance(state, dict) else None
             lock_ssh(port if type(port) is int else 22)
             if systemd():
@@ -752,53 +705,41 @@ def boot() -> int:
             print(f"totp-vps: ACTIVATION FAILED, SSH stays locked (fail closed): {exc}", file=sys.stderr)
             return 1
         if systemd():
-            run(["systemctl", "enable", BOOT_UNIT])
+            run(["systemctl", "enable", "totp-vps-boot.service"])
         run(["chmod", "-R", "go-rwx", "/var/lib/cloud/instances"])  # cloud-init's copies hold the seeds
         print(f"totp-vps: activated: SSH on port {result['sshPort']} needs key + TOTP for: {' '.join(result['admins'])} "
               f"(state {st.short(result['serial'])})")
         return 0
 
 
-# ---------------------------------------------------------------------------------------------- main
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     arity = {"boot": 0, "status": 0, "apply": 0, "rollback": 0, "confirm": 1, "watchdog": 1}
-    if not args or args[0] not in arity or len(args) != 1 + arity[args[0]]:
+    if not args or arity.get(args[0]) != len(args) - 1 or (len(args) == 2 and not st.SERIAL.fullmatch(args[1])):
         print("usage: totp-vps-activate boot | status | apply | confirm SERIAL | rollback | watchdog SERIAL", file=sys.stderr)
-        return 2
-    if len(args) == 2 and not st.SERIAL.fullmatch(args[1]):
-        print("totp-vps-activate: SERIAL is a state's serial (64 hex digits)", file=sys.stderr)
         return 2
     if os.geteuid() != 0:
         print("totp-vps-activate: run as root (sudo)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session that started a change may vanish mid-way
     os.umask(0o077)
-    if args[0] == "boot":
-        return boot()
-    if args[0] == "watchdog":
-        return watchdog(args[1])
+    command = args[0]
+    if command in ("boot", "watchdog"):
+        return boot() if command == "boot" else watchdog(args[1])
     try:
-        if args[0] == "status":
+        if command == "status":
             result = status()
-        elif args[0] == "apply":
+        elif command == "apply":
             raw = sys.stdin.buffer.read(st.MAX_STATE + 1)
             data = json.loads(raw) if len(raw) <= st.MAX_STATE else None
-            if not isinstance(data, dict):
-                raise Refused("the input is not a JSON object of a desired state's size")
-            within = data.get("confirmWithin", CONFIRM[2])
+            within = data.get("confirmWithin", CONFIRM[2]) if isinstance(data, dict) else None
             if type(within) is not int or not CONFIRM[0] <= within <= CONFIRM[1]:
-                raise Refused(f"confirmWithin must be {CONFIRM[0]}-{CONFIRM[1]} seconds")
+                raise Refused(f"the input is not a state with confirmWithin {CONFIRM[0]}-{CONFIRM[1]} seconds")
             with locked():
-                result = apply(data.get("state"), signature=data.get("signature"), within=within)
-        elif args[0] == "confirm":
-            with locked(wait=30):
-                result = confirm(args[1])
+                result = apply(data.get("state"), signature=data.get("signature"), within=within)  # type: ignore[union-attr]
         else:
             with locked(wait=30):
-                result = undo("rolled back by hand")
+                result = confirm(args[1]) if command == "confirm" else undo("rolled back by hand")
     except (Refused, ValueError) as exc:  # StateError and JSON errors are ValueErrors
         return refused(str(exc))
     except (OSError, subprocess.SubprocessError, KeyError, TypeError) as exc:

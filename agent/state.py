@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 FORMAT = "totp-vps/desired-state/1"
+SIGNATURE_NAMESPACE = "totp-vps-state"  # what the stack's key signs states for (ssh-keygen -Y's namespace)
 
 DROPIN = "/etc/ssh/sshd_config.d/00-totp-vps.conf"
 PAM_SSHD = "/etc/pam.d/sshd"
@@ -142,15 +143,24 @@ def short(serial_: str) -> str:
     return serial_[:12]
 
 
+def pack(value: Any) -> bytes:
+    """JSON, xz, base85: how the user-data carries the agent's modules and the first state (plain text, so
+    cloud-init writes it as it is; xz and base85 beat cloud-init's own gzip and base64 by a quarter)."""
+    data = json.dumps(value, sort_keys=True, ensure_ascii=False).encode()
+    return base64.b85encode(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
+
+
+def unpack(data: bytes) -> Any:
+    return json.loads(lzma.decompress(base64.b85decode(data.strip())))
+
+
 def bundle(modules: dict[str, str]) -> bytes:
-    """The agent's modules in the one file the launcher imports them from: name -> text as JSON, xz, base85
-    (plain text, so cloud-init writes it as it is; base85 is a sixth shorter than base64)."""
-    packed = lzma.compress(json.dumps(modules, sort_keys=True, ensure_ascii=False).encode(), preset=9 | lzma.PRESET_EXTREME)
-    return base64.b85encode(packed)
+    """The agent's modules (name -> text) in the one file the launcher imports them from."""
+    return pack(modules)
 
 
 def unbundle(data: bytes) -> dict[str, str]:
-    modules = json.loads(lzma.decompress(base64.b85decode(data)))
+    modules = unpack(data)
     if not isinstance(modules, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in modules.items()):
         raise ValueError("not an agent bundle")
     return modules
@@ -288,7 +298,7 @@ def _list(value: object, where: str) -> list[Any]:
 
 def _person(item: dict[str, Any], where: str) -> str:
     name = item.get("name")
-    if not isinstance(name, str) or not NAME.fullmatch(name) or name in ("root", ADMIN_GROUP):
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name in ("root", ADMIN_GROUP, "totp-vps-probe"):
         raise StateError(f"{where}.name", "is not an allowed user name")
     if item.get("shell") not in SHELLS:
         raise StateError(f"{where}.shell", "is not an allowed shell")

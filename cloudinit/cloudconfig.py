@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import lzma
 import zlib
 from collections.abc import Mapping
@@ -104,10 +103,13 @@ def read(user_data: str) -> UserData:
 
 def state_of(user_data: UserData) -> dict[str, Any]:
     """The desired state the agent will apply at first boot (StateError/ValueError if it would refuse it)."""
-    text = user_data.text(render.BOOT_STATE)
-    if text is None:
+    data = user_data.content(render.BOOT_STATE)
+    if data is None:
         raise ValueError(f"no {render.BOOT_STATE} in write_files")
-    return st.validate(json.loads(text))
+    try:
+        return st.validate(st.unpack(data))
+    except lzma.LZMAError as exc:
+        raise ValueError(f"{render.BOOT_STATE} cannot be unpacked ({exc})") from None
 
 
 def judge(user_data: str, expected: Mapping[str, Any] | None = None) -> list[str]:
@@ -164,16 +166,16 @@ def judge(user_data: str, expected: Mapping[str, Any] | None = None) -> list[str
         if str(entry.get("permissions")) != want.mode or (entry.get("encoding") or None) != want.encoding:
             problems.append(f"write_files {path}: mode {entry.get('permissions')} / encoding {entry.get('encoding')}, "
                             f"want {want.mode} / {want.encoding}")
-        if path != render.BOOT_STATE and not _same(path, ud.content(path), want.data):
+        if not _same(path, ud.content(path), want.data):
             problems.append(f"write_files {path} differs from the design's file (compared with a fresh render)")
     return problems
 
 
 def _same(path: str, have: bytes | None, want: bytes) -> bool:
-    if path == render.AGENT_BUNDLE and have is not None:
-        # Compared by the modules it holds: another xz build may pack the same modules into other bytes.
+    if path in (render.AGENT_BUNDLE, render.BOOT_STATE) and have is not None:
+        # Compared by what they hold: another xz build may pack the same JSON into other bytes.
         try:
-            return st.unbundle(have) == st.unbundle(want)
+            return bool(st.unpack(have) == st.unpack(want))
         except (ValueError, lzma.LZMAError):
             return False
     return have == want

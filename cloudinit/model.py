@@ -51,7 +51,7 @@ RESERVED_NAMES = frozenset(
     root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats nobody
     nogroup _apt _chrony messagebus sshd syslog uuidd tcpdump tss landscape pollinate lxd polkitd
     systemd-network systemd-resolve systemd-timesync systemd-coredump usbmux dnsmasq chrony ntp
-    admin sudo adm wheel staff users operator debian ubuntu cloud-user totp-vps
+    admin sudo adm wheel staff users operator debian ubuntu cloud-user totp-vps totp-vps-probe
     """.split()  # noqa: SIM905 - a word list reads best as words
 )
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -76,7 +75,7 @@ def fixed_files(ssh_port: int) -> list[WriteFile]:
 
 
 def state_file(state: Mapping[str, Any]) -> WriteFile:
-    return text_file(BOOT_STATE, "0600", json.dumps(state, sort_keys=True, ensure_ascii=False) + "\n", GZIP)
+    return WriteFile(BOOT_STATE, "0600", st.pack(state))
 
 
 def render_user_data(server: Server, admin_secrets: Mapping[str, AdminSecrets], host_key: KeyPair, signer: str) -> str:

@@ -5,16 +5,28 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paramiko
+import pyotp
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from cloudinit import stackconfig
-from cloudinit.model import Server
-from cloudinit.secrets import AdminSecrets, KeyPair, backup_codes_from_bytes, seed_from_bytes
+from cloudinit import render_user_data, stackconfig
+from cloudinit.model import Admin, Server
+from cloudinit.secrets import (
+    AdminSecrets,
+    KeyPair,
+    backup_codes_from_bytes,
+    fresh_admin_secrets,
+    fresh_key_pair,
+    seed_from_bytes,
+)
 from components import mockengine
 
 RANDOM = "random:index/randomBytes:RandomBytes"
@@ -46,13 +58,66 @@ def fleet(servers: int, admins: int, **server_overrides: Any) -> dict[str, Any]:
 
 def secrets_from_state(run: mockengine.ProgramRun, server: Server) -> tuple[dict[str, AdminSecrets], KeyPair]:
     """Recompute the admins' secrets from the stateful resources' outputs, as the engine holds them."""
+    def secret(seed_name: str, codes_name: str) -> AdminSecrets:
+        seed = mockengine.unwrap(run.one(RANDOM, f"{server.name}-{seed_name}").outputs["base64"])
+        codes = mockengine.unwrap(run.one(RANDOM, f"{server.name}-{codes_name}").outputs["base64"])
+        return AdminSecrets(seed=seed_from_bytes(base64.b64decode(seed)),
+                            backup_codes=backup_codes_from_bytes(base64.b64decode(codes), server.backup_codes))
+
     out = {}
-    for admin in server.admin_names:
-        seed = mockengine.unwrap(run.one(RANDOM, f"{server.name}-{admin}-totp-seed").outputs["base64"])
-        codes = mockengine.unwrap(run.one(RANDOM, f"{server.name}-{admin}-backup-codes").outputs["base64"])
-        out[admin] = AdminSecrets(
-            seed=seed_from_bytes(base64.b64decode(seed)),
-            backup_codes=backup_codes_from_bytes(base64.b64decode(codes), server.backup_codes),
-        )
+    for admin in server.admins:
+        # The current seed is in the slot of the rotation's parity (components/totp_server.py).
+        login = secret(f"{admin.name}-totp-seed-{'ab'[admin.rotation % 2]}", f"{admin.name}-backup-codes")
+        sudo = secret(f"{admin.name}-sudo-seed", f"{admin.name}-sudo-backup-codes") if admin.sudo == "totp" else None
+        out[admin.name] = AdminSecrets(seed=login.seed, backup_codes=login.backup_codes, sudo=sudo)
     key = mockengine.unwrap(run.one("tls:index/privateKey:PrivateKey", f"{server.name}-host-key").outputs)
     return out, KeyPair(private_openssh=key["privateKeyOpenssh"], public_openssh=key["publicKeyOpenssh"].strip())
+
+
+# ------------------------------------------------------------------------------- loopback servers
+
+
+@dataclass
+class Fleet:
+    """One rendered server for the loopback harness (tests/sshd_harness.py) and the private halves of
+    everything in it: the admins' keys and secrets, and the stack's signing key."""
+
+    server: Server
+    user_data: str
+    keys: dict[str, paramiko.PKey]
+    public: dict[str, str]
+    secrets: dict[str, AdminSecrets]
+    signer: KeyPair
+
+    def totp(self, user: str) -> pyotp.TOTP:
+        return pyotp.TOTP(self.secrets[user].seed)
+
+    def code(self, user: str, steps_ahead: int = 0) -> str:
+        """The TOTP code ``steps_ahead`` 30-s steps from now (WINDOW_SIZE 3 accepts one step either side)."""
+        return self.totp(user).at(time.time() + 30 * steps_ahead)
+
+    def wrong_code(self, user: str) -> str:
+        valid = {self.code(user, k) for k in range(-3, 4)}
+        guess = (int(self.code(user)) + 500_000) % 1_000_000
+        while f"{guess:06d}" in valid:
+            guess = (guess + 1) % 1_000_000
+        return f"{guess:06d}"
+
+
+def make_fleet(admins: Sequence[str] = ("alice", "bob"), *, image: str = "debian-12",
+               key_kinds: Mapping[str, str] | None = None, admin_options: Mapping[str, Mapping[str, Any]] | None = None,
+               **server_options: Any) -> Fleet:
+    """A server on a free loopback port (its firewall range: 127.0.0.0/8) with fresh keys and secrets."""
+    from sshd_harness import free_port, new_key
+
+    keys, public, people = {}, {}, []
+    for name in admins:
+        keys[name], public[name] = new_key(f"{name}@laptop", (key_kinds or {}).get(name, "ed25519"))
+        people.append(Admin(name=name, ssh_keys=(public[name],), **(admin_options or {}).get(name, {})))
+    server_options.setdefault("ssh_port", free_port())
+    server_options.setdefault("allowed_cidrs", ("127.0.0.0/8",))
+    server = Server(name="web-1", admins=tuple(people), image=image, **server_options)
+    secrets = {a.name: fresh_admin_secrets(server.backup_codes, sudo=a.sudo == "totp") for a in server.admins}
+    signer = fresh_key_pair()
+    user_data = render_user_data(server, secrets, fresh_key_pair(), signer.public_openssh)
+    return Fleet(server=server, user_data=user_data, keys=keys, public=public, secrets=secrets, signer=signer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import os
@@ -18,8 +19,10 @@ import yaml
 from conftest import require, require_tool
 from sshd_harness import new_key
 
-from cloudinit import Admin, ConfigError, Server, check_fits, hardening, render_user_data
-from cloudinit.render import PATHS, parse, write_files
+from agent import pam
+from agent import state as st
+from cloudinit import Admin, ConfigError, Server, check_fits, cloudconfig, desired, hardening, render_user_data
+from cloudinit.model import ServiceAccount
 from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_key_pair
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,21 +31,45 @@ CIDRS = ("198.51.100.0/24",)
 TOTP_OPTIONS = ('" RATE_LIMIT 3 30', '" WINDOW_SIZE 3', '" DISALLOW_REUSE', '" TOTP_AUTH')
 
 
-def make_server(admins: int = 2, *, image: str = "debian-12", backup_codes: int = 5, **kwargs: object) -> Server:
-    people = tuple(Admin(name=f"admin{i}", ssh_keys=(new_key(f"admin{i}@laptop")[1],)) for i in range(admins))
+def make_server(admins: int = 2, *, image: str = "debian-12", backup_codes: int = 5, keys: int = 1, **kwargs: object) -> Server:
+    people = tuple(Admin(name=f"admin{i}", ssh_keys=tuple(new_key(f"admin{i}-{k}@laptop")[1] for k in range(keys)),
+                         sudo="totp" if i == 1 else "nopasswd") for i in range(admins))
     return Server(name="web-1", admins=people, allowed_cidrs=CIDRS, image=image, backup_codes=backup_codes, **kwargs)  # type: ignore[arg-type]
 
 
-def render(server: Server) -> tuple[str, dict[str, AdminSecrets]]:
-    secrets = {name: fresh_admin_secrets(server.backup_codes) for name in server.admin_names}
-    return render_user_data(server, secrets, fresh_key_pair()), secrets
+def secrets_for(server: Server) -> dict[str, AdminSecrets]:
+    return {a.name: fresh_admin_secrets(server.backup_codes, sudo=a.sudo == "totp") for a in server.admins}
+
+
+def render_it(server: Server) -> tuple[str, dict[str, AdminSecrets]]:
+    secrets = secrets_for(server)
+    signer = fresh_key_pair()
+    return render_user_data(server, secrets, fresh_key_pair(), signer.public_openssh), secrets
+
+
+DEPLOY = ServiceAccount(name="deploy", ssh_keys=(new_key("deploy@ci")[1],), from_cidrs=("198.51.100.64/26",),
+                        command="/usr/local/bin/deploy", sudo_commands=("/usr/bin/systemctl restart app",))
 
 
 @pytest.fixture(scope="module")
 def rendered() -> tuple[Server, str, dict[str, AdminSecrets]]:
-    server = make_server(2)
-    user_data, secrets = render(server)
+    server = make_server(2, service_accounts=(DEPLOY,))
+    user_data, secrets = render_it(server)
     return server, user_data, secrets
+
+
+def state_of(user_data: str) -> dict[str, object]:
+    return cloudconfig.state_of(cloudconfig.read(user_data))
+
+
+def pam_reader(files: dict[str, str]):  # type: ignore[no-untyped-def]
+    """A /etc/pam.d as a server has it: the state's files over this host's Debian ones."""
+    def read(name: str) -> str | None:
+        path = name if name.startswith("/") else f"/etc/pam.d/{name}"
+        if path in files:
+            return files[path]
+        return Path(path).read_text() if Path(path).is_file() else None
+    return read
 
 
 # --------------------------------------------------------------------------------------- cloud-init
@@ -79,7 +106,7 @@ def cloud_init_top_level_keys() -> frozenset[str]:
 
 
 def unknown_top_level_keys(user_data: str) -> list[str]:
-    return sorted(set(parse(user_data)) - cloud_init_top_level_keys())
+    return sorted(set(cloudconfig.read(user_data).data) - cloud_init_top_level_keys())
 
 
 def test_output_is_cloud_config_that_parses(rendered: tuple[Server, str, dict[str, AdminSecrets]]) -> None:
@@ -88,11 +115,14 @@ def test_output_is_cloud_config_that_parses(rendered: tuple[Server, str, dict[st
     data = yaml.safe_load(user_data)
     assert isinstance(data, dict)
     assert data["disable_root"] is True and data["ssh_pwauth"] is False
+    assert data["users"] == [], "cloud-init creates no account: the agent does, from the desired state"
+    assert data["runcmd"] == [[desired.AGENT_COMMAND, "boot"]]
+    assert cloudconfig.judge(user_data) == []
 
 
 @pytest.mark.parametrize("image", sorted(hardening.IMAGES))
 def test_cloud_init_schema_accepts_every_image(tmp_path: Path, image: str) -> None:
-    user_data, _ = render(make_server(2, image=image))
+    user_data, _ = render_it(make_server(2, image=image))
     result = cloud_init_schema(tmp_path, user_data)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid cloud-config" in result.stdout
@@ -100,7 +130,7 @@ def test_cloud_init_schema_accepts_every_image(tmp_path: Path, image: str) -> No
 
 @pytest.mark.parametrize("admins", [1, 10])
 def test_cloud_init_schema_accepts_one_and_ten_admins(tmp_path: Path, admins: int) -> None:
-    user_data, _ = render(make_server(admins, backup_codes=10))
+    user_data, _ = render_it(make_server(admins, backup_codes=10))
     result = cloud_init_schema(tmp_path, user_data)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid cloud-config" in result.stdout
@@ -114,39 +144,56 @@ def test_a_misspelled_top_level_key_is_caught(tmp_path: Path, rendered: tuple[Se
     misspelled = rendered[1].replace("\nwrite_files:", "\nwrite_file:").replace("\nssh_pwauth:", "\nssh_pw_auth:")
     # cloud-init's own schema check lets it through (why our check exists) ...
     assert cloud_init_schema(tmp_path, misspelled).returncode == 0
-    # ... ours does not.
+    # ... ours does not: unknown to cloud-init, and not part of the design.
     assert unknown_top_level_keys(misspelled) == ["ssh_pw_auth", "write_file"]
+    problems = cloudconfig.judge(misspelled)
+    assert any("'ssh_pw_auth' is not part of the design" in p for p in problems), problems
 
 
 # ---------------------------------------------------------------------------------------- contents
 
 
-def test_totp_file_format(rendered: tuple[Server, str, dict[str, AdminSecrets]]) -> None:
+def test_totp_files_in_the_desired_state(rendered: tuple[Server, str, dict[str, AdminSecrets]]) -> None:
     server, user_data, secrets = rendered
-    files = write_files(user_data)
-    for name in server.admin_names:
-        entry = files[f"/home/{name}/.google_authenticator"]
-        assert entry["owner"] == f"{name}:{name}" and entry["permissions"] == "0400" and entry["defer"] is True
-        lines = str(entry["content"]).splitlines()
-        seed, options, codes = lines[0], lines[1:5], lines[5:]
-        assert re.fullmatch(r"[A-Z2-7]+", seed), "seed is not unpadded base32"
-        assert len(base64.b32decode(seed + "=" * (-len(seed) % 8))) * 8 >= 160, "seed under 160 bits"
-        assert seed == secrets[name].seed, "seed in the file differs from the admin's secret"
-        pyotp.TOTP(seed).now()  # an authenticator app accepts it
-        assert tuple(options) == TOTP_OPTIONS
-        assert len(codes) == server.backup_codes
-        assert all(re.fullmatch(r"[1-9][0-9]{7}", c) and 10_000_000 <= int(c) <= 99_999_999 for c in codes), "bad backup code"
-        assert tuple(codes) == secrets[name].backup_codes
+    state = state_of(user_data)
+    admins = {a["name"]: a for a in state["admins"]}  # type: ignore[union-attr]
+    assert set(admins) == set(server.admin_names)
+    for name, admin in admins.items():
+        for kind, expect in (("totp", secrets[name]), ("sudoTotp", secrets[name].sudo)):
+            if expect is None:
+                assert kind not in admin or admin[kind] is None
+                continue
+            lines = str(admin[kind]).splitlines()
+            seed, options, codes = lines[0], lines[1:5], lines[5:]
+            assert re.fullmatch(r"[A-Z2-7]+", seed), "seed is not unpadded base32"
+            assert len(base64.b32decode(seed + "=" * (-len(seed) % 8))) * 8 >= 160, "seed under 160 bits"
+            assert seed == expect.seed, "seed in the file differs from the admin's secret"
+            pyotp.TOTP(seed).now()  # an authenticator app accepts it
+            assert tuple(options) == TOTP_OPTIONS
+            assert len(codes) == server.backup_codes and tuple(codes) == expect.backup_codes
+            assert all(re.fullmatch(r"[1-9][0-9]{7}", c) for c in codes), "a backup code pam_google_authenticator would not read"
+    assert secrets["admin1"].sudo is not None and secrets["admin1"].sudo.seed != secrets["admin1"].seed, "sudo has its own seed"
 
 
-def test_pam_file_asks_for_the_code_and_never_a_password(rendered: tuple[Server, str, dict[str, AdminSecrets]]) -> None:
-    pam = str(write_files(rendered[1])[f"{PATHS['stage']}/pam-sshd"]["content"])
-    rules = [line.split() for line in pam.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    auth = [r for r in rules if r[0] == "auth" or r[:2] == ["@include", "common-auth"]]
-    assert auth == [["auth", "required", "pam_google_authenticator.so"]]
-    assert not any("nullok" in r for r in rules)
-    assert not any(r[:2] == ["@include", "common-auth"] for r in rules)
-    assert not any("pam_unix.so" in r for r in auth)
+def test_pam_stacks_need_the_code_and_never_a_password(rendered: tuple[Server, str, dict[str, AdminSecrets]]) -> None:
+    files = state_of(rendered[1])["files"]
+    for service in ("sshd", "sudo", "sudo-i"):
+        assert pam.judge_auth(service, pam_reader(files), "pam_google_authenticator.so") == [], service  # type: ignore[arg-type]
+    assert "user_readenv=1" not in files[st.PAM_SSHD], "no ~/.pam_environment: the drop-in says no user environment"  # type: ignore[index]
+
+
+def test_sudoers_rules(rendered: tuple[Server, str, dict[str, AdminSecrets]]) -> None:
+    sudoers = str(state_of(rendered[1])["files"][st.SUDOERS])  # type: ignore[index]
+    rules = [line for line in sudoers.splitlines() if line and not line.startswith("#")]
+    assert rules == [
+        f"%{st.ADMIN_GROUP} ALL=(root) NOPASSWD: {desired.AGENT_COMMAND}",
+        "admin0 ALL=(ALL:ALL) NOPASSWD: ALL",
+        "admin1 ALL=(ALL:ALL) ALL",
+        "deploy ALL=(root) NOPASSWD: /usr/bin/systemctl restart app",
+    ]
+    visudo = require_tool("visudo")
+    check = subprocess.run([visudo, "-c", "-f", "/dev/stdin"], input=sudoers, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_hardening_data_shape() -> None:
@@ -176,9 +223,12 @@ def test_hardening_data_shape() -> None:
 # --------------------------------------------------------------------------------------------- size
 
 
-def test_ten_admins_fit_in_16_kib() -> None:
-    user_data, _ = render(make_server(10, backup_codes=10))
-    assert len(user_data.encode()) <= 16 * 1024
+def test_twenty_admins_fit_hetzners_limit() -> None:
+    """The agent travels in the user-data too; 20 admins with 10 backup codes and a sudo seed each still fit."""
+    server = make_server(20, backup_codes=10)
+    user_data, _ = render_it(server)
+    assert len(user_data.encode()) <= 32 * 1024
+    check_fits(server)
 
 
 def test_over_hetzner_limit_is_a_clear_error() -> None:
@@ -186,7 +236,7 @@ def test_over_hetzner_limit_is_a_clear_error() -> None:
     people = tuple(Admin(name=f"admin{i}", ssh_keys=tuple(new_key(f"admin{i}-key{k}")[1] for k in range(4))) for i in range(40))
     server = Server(name="web-1", admins=people, allowed_cidrs=CIDRS)
     with pytest.raises(ConfigError) as raised:
-        render(server)
+        render_it(server)
     message = str(raised.value)
     assert "admins" in message and "32768" in message and "\n" not in message
     # The component can ask before any secret exists, and gets the same answer.
@@ -197,9 +247,34 @@ def test_over_hetzner_limit_is_a_clear_error() -> None:
 
 def test_same_inputs_give_byte_identical_output() -> None:
     server = make_server(3)
-    secrets = {name: fresh_admin_secrets(server.backup_codes) for name in server.admin_names}
-    host_key = fresh_key_pair()
-    assert render_user_data(server, secrets, host_key) == render_user_data(server, secrets, host_key)
+    secrets = secrets_for(server)
+    host_key, signer = fresh_key_pair(), fresh_key_pair().public_openssh
+    assert render_user_data(server, secrets, host_key, signer) == render_user_data(server, secrets, host_key, signer)
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and (isinstance(body[0].value.value, str) or body[0].value.value is Ellipsis):
+            del body[0]
+    return tree
+
+
+def test_the_shipped_agent_is_the_repositorys_standard_library_code_for_python_3_10() -> None:
+    """Comments and docstrings blanked, every line where it was (tracebacks match), nothing but the standard
+    library imported, and no syntax newer than the oldest image's Python (Ubuntu 22.04: 3.10)."""
+    shipped = desired.agent_files()
+    assert set(shipped) == {p.name for p in desired.AGENT_DIR.glob("*.py")} | {st.LAUNCHER}
+    for name, text in shipped.items():
+        original = (desired.AGENT_DIR / name).read_text()
+        assert text.count("\n") == original.count("\n") or name == st.LAUNCHER, name
+        tree = ast.parse(text, feature_version=(3, 10))
+        assert ast.dump(_without_docstrings(tree)) == ast.dump(_without_docstrings(ast.parse(original))), name
+        imported = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert imported <= set(sys.stdlib_module_names) | {"agent", "__future__"}, f"{name}: {imported - set(sys.stdlib_module_names)}"
+    assert st.unbundle(desired.agent_bundle()) == {k: v for k, v in shipped.items() if k != st.LAUNCHER}
 
 
 def test_renderer_imports_no_pulumi(tmp_path: Path) -> None:
@@ -209,7 +284,7 @@ def test_renderer_imports_no_pulumi(tmp_path: Path) -> None:
         "from cloudinit import Admin, Server, render_user_data\n"
         "k = fresh_key_pair()\n"
         "s = Server(name='a', admins=(Admin(name='alice', ssh_keys=(k.public_openssh,)),), allowed_cidrs=('198.51.100.0/24',))\n"
-        "render_user_data(s, {'alice': fresh_admin_secrets(5)}, k)\n"
+        "render_user_data(s, {'alice': fresh_admin_secrets(5)}, k, k.public_openssh)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('pulumi')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False, timeout=60)
@@ -226,7 +301,10 @@ def vpsctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def secret_strings(secrets_json: dict[str, dict]) -> Iterator[str]:
-    for server in secrets_json.values():
+    yield from secrets_json["signingKey"]["private"].splitlines()[1:-1]
+    for name, server in secrets_json.items():
+        if name == "signingKey":
+            continue
         yield from server["hostKey"]["private"].splitlines()[1:-1]
         for admin in server["admins"].values():
             yield admin["seed"]
@@ -244,7 +322,7 @@ def test_vpsctl_render_end_to_end(tmp_path: Path) -> None:
     for name in ("web-1", "db-1"):
         assert (out / name).stat().st_mode & 0o077 == 0, f"{name}/ is readable by others"
         user_data = (out / name / "user-data").read_text()
-        assert parse(user_data) and unknown_top_level_keys(user_data) == []
+        assert cloudconfig.judge(user_data) == [] and unknown_top_level_keys(user_data) == []
 
     secrets_json = json.loads((out / "secrets.json").read_text())
     shown = first.stdout + first.stderr

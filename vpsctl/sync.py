@@ -199,7 +199,7 @@ class Syncer:
                                    "differs from this one's): run this vpsctl's version of pulumi up first", plan=session.plan)
                 state["agentFiles"] = self.agent_files
             nonce = str(session.status.get("nonce") or "")
-            signature = sshsig.sign(st.signed_message(session.target.state, nonce), self.signing_key, "totp-vps-state")
+            signature = sshsig.sign(st.signed_message(session.target.state, nonce), self.signing_key, st.SIGNATURE_NAMESPACE)
             request = json.dumps({"state": state, "signature": signature, "confirmWithin": self.confirm_within}).encode()
             answer = agent_command(session.login, "apply", stdin=request)
             if answer.get("result") == "unchanged":

@@ -29,8 +29,7 @@ from typing import Any
 import paramiko
 import pyotp
 
-from agent import pam
-from cloudinit import render
+from cloudinit import pam, render
 from vpsctl import sshclient, stackoutputs
 from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError, printable
 
