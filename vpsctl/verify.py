@@ -343,7 +343,8 @@ def inspect(attempt: sshclient.Login, ssh_port: int, report: Report) -> None:
     if not isinstance(files, dict):
         report.add(PAM_STACK, None, f"cannot read {PAM_DIR}: {why}")
         return
-    problems = pam.judge_auth("sshd", files.get, TOTP_MODULE)
+    problems = pam.judge_auth("sshd", lambda path: files.get(path[len(PAM_DIR) + 1:]) if path.startswith(f"{PAM_DIR}/") else None,
+                              TOTP_MODULE)
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     report.add(PAM_STACK, not problems, "; ".join(problems[:3]) + more)
 
