@@ -650,8 +650,7 @@ def drift(applied: dict[str, Any]) -> list[str]:
         if user(name) is None:
             found.append(f"{name}: the account is missing")
             continue
-        keys = (read(key_path(name)) or "").splitlines()
-        if sorted(st.key_fingerprint(k) for k in keys if k.strip()) != entry["keys"]:
+        if st.digest(read(key_path(name)) or "") != entry["keysFile"]:
             found.append(f"{name}: the authorized keys were changed on the server")
         for what, path, want in zip(("TOTP", "sudo TOTP"), (totp_path(name), sudo_totp_path(name)),
                                     applied["totpSeeds"].get(name, [None, None]), strict=True):

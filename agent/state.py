@@ -362,6 +362,7 @@ def record(state: dict[str, Any]) -> dict[str, Any]:
                 "shell": a["shell"],
                 "sudo": a["sudo"],
                 "keys": sorted(key_fingerprint(k) for k in a["keys"]),
+                "keysFile": digest(authorized_keys(a, False)),
                 "totp": totp_fingerprint(a["totp"]),
                 "sudoTotp": totp_fingerprint(a["sudoTotp"]) if a.get("sudoTotp") else None,
             }
@@ -371,6 +372,7 @@ def record(state: dict[str, Any]) -> dict[str, Any]:
             s["name"]: {
                 "shell": s["shell"],
                 "keys": sorted(key_fingerprint(k) for k in s["keys"]),
+                "keysFile": digest(authorized_keys(s, True)),
                 "fromCidrs": list(s["fromCidrs"]),
                 "command": s.get("command"),
             }
