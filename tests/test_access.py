@@ -6,9 +6,8 @@ The server listens on 127.0.0.1; a client binds 127.0.0.2 (a service account's n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import time
+from collections.abc import Iterator
 
 import paramiko
 import pyotp

@@ -269,7 +269,8 @@ def test_password_is_refused(sshd: Server, fleet: Fleet) -> None:
 def test_a_key_added_by_the_user_is_not_a_key(sshd: Server, fleet: Fleet) -> None:
     """Keys come from the root-owned file the agent writes; ~/.ssh/authorized_keys is not read."""
     stranger, public = new_key("added-by-hand")
-    sshd.root(["sh", "-c", f"install -d -o keyonly -m 0700 /home/keyonly/.ssh && echo '{public}' > /home/keyonly/.ssh/authorized_keys"])
+    home = "/home/keyonly/.ssh"
+    sshd.root(["sh", "-c", f"install -d -o keyonly -m 0700 {home} && echo '{public}' > {home}/authorized_keys"])
     assert_refused(sshd.login("keyonly", key=stranger), "publickey")
 
 
