@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 # Host tools the real tests and the lab use (Debian package names).
-APT_PACKAGES := openssh-server openssh-client libpam-google-authenticator cloud-init zbar-tools sudo \
+APT_PACKAGES := openssh-server openssh-client libpam-google-authenticator pamtester cloud-init zbar-tools sudo \
 	qemu-system-x86 qemu-utils mmdebstrap genisoimage e2fsprogs nftables iproute2 util-linux
 ARGS ?=
 PYTEST_ARGS ?=
