@@ -74,12 +74,14 @@ class Rule:
         )
 
 
-def rules_for(server: Server) -> tuple[Rule, ...]:
-    """Inbound: SSH from the allowed networks (in rules of at most 100 networks), optional ICMP; no
-    inbound UDP 123 (NTP is outbound). Outbound: nothing (Hetzner then allows all) or the preset."""
+def rules_for(server: Server, port: int | None = None) -> tuple[Rule, ...]:
+    """Inbound: SSH (on ``port``, default the server's) from the allowed networks (in rules of at most 100
+    networks), optional ICMP; no inbound UDP 123 (NTP is outbound). Outbound: nothing (Hetzner then allows
+    all) or the preset."""
     cidrs = server.allowed_cidrs
     rules = [
-        Rule("in", "tcp", str(server.ssh_port), source_ips=cidrs[i : i + MAX_NETWORKS_PER_RULE], description=SSH_DESCRIPTION)
+        Rule("in", "tcp", str(port or server.ssh_port), source_ips=cidrs[i : i + MAX_NETWORKS_PER_RULE],
+             description=SSH_DESCRIPTION)
         for i in range(0, len(cidrs), MAX_NETWORKS_PER_RULE)
     ]
     if server.allow_icmp:
@@ -117,7 +119,9 @@ class FirewallPlan:
     firewalls: tuple[FirewallSpec, ...]
     legacy: tuple[str, ...] = ()
     """Servers whose previous-version firewall stays attached for this run (transition only)."""
-    by_server: Mapping[str, FirewallSpec] = field(default_factory=dict, repr=False)
+    by_server: Mapping[str, tuple[FirewallSpec, ...]] = field(default_factory=dict, repr=False)
+    """A server's firewalls: its rule set's; while its SSH port changes (previousSshPort) also the old port's,
+    so neither step of the change detaches a firewall before the other is attached."""
 
     @property
     def count(self) -> int:
@@ -145,25 +149,35 @@ def plan(servers: Sequence[Server], project: str, stack: str, *, keep_legacy: bo
     """Group ``servers`` by rule set; raise ConfigError (naming the setting) over Hetzner's limits."""
     groups: dict[str, list[Server]] = {}
     content: dict[str, tuple[tuple[Rule, ...], dict[str, str]]] = {}
+    memberships: dict[str, list[str]] = {}
     for server in servers:
-        rules, labels = rules_for(server), labels_for(server)
-        if len(rules) > MAX_RULES_PER_FIREWALL:
-            raise ConfigError(
-                f"{server.where}.allowedCidrs", f"{len(server.allowed_cidrs)} networks",
-                f"needs {len(rules)} firewall rules at {MAX_NETWORKS_PER_RULE} networks per rule, over Hetzner's "
-                f"{MAX_RULES_PER_FIREWALL} per firewall; merge networks into wider prefixes",
-            )  # fmt: skip
-        full = _digest([rules, sorted(labels.items())])
-        groups.setdefault(full, []).append(server)
-        content[full] = (rules, labels)
+        if keep_legacy and server.previous_ssh_port is not None:
+            raise ConfigError(server.key("previousSshPort"), server.previous_ssh_port,
+                              f"cannot change the port during the {TRANSITION_KEY} transition; change it after")
+        labels = labels_for(server)
+        for port in server.ssh_ports:
+            rules = rules_for(server, port)
+            if len(rules) > MAX_RULES_PER_FIREWALL:
+                raise ConfigError(
+                    server.key("allowedCidrs"), f"{len(server.allowed_cidrs)} networks",
+                    f"needs {len(rules)} firewall rules at {MAX_NETWORKS_PER_RULE} networks per rule, over Hetzner's "
+                    f"{MAX_RULES_PER_FIREWALL} per firewall; merge networks into wider prefixes",
+                )  # fmt: skip
+            full = _digest([rules, sorted(labels.items())])
+            groups.setdefault(full, []).append(server)
+            content[full] = (rules, labels)
+            memberships.setdefault(server.name, []).append(full)
     specs: list[FirewallSpec] = []
+    by_digest: dict[str, FirewallSpec] = {}
     ordinal: dict[str, int] = {}
     for full, members in groups.items():  # insertion order: the order of each group's first server
         rules, labels = content[full]
         shape = _shape_key(rules, labels)
         ordinal[shape] = ordinal.get(shape, 0) + 1
         key = shape if ordinal[shape] == 1 else f"{shape}-{ordinal[shape]}"
-        specs.append(FirewallSpec(key, resource_name(project, stack, f"fw-{key}"), rules, labels, tuple(s.name for s in members)))
+        spec = FirewallSpec(key, resource_name(project, stack, f"fw-{key}"), rules, labels, tuple(s.name for s in members))
+        specs.append(spec)
+        by_digest[full] = spec
     if len(specs) > MAX_FIREWALLS_PER_PROJECT:
         raise ConfigError(
             "servers", f"{len(specs)} rule sets",
@@ -171,7 +185,7 @@ def plan(servers: Sequence[Server], project: str, stack: str, *, keep_legacy: bo
             "sshPort, allowedCidrs, allowIcmp, restrictEgress and fw- waivers share one",
         )  # fmt: skip
     legacy = tuple(name for spec in specs for name in spec.servers[1:]) if keep_legacy else ()
-    result = FirewallPlan(tuple(specs), legacy, {name: spec for spec in specs for name in spec.servers})
+    result = FirewallPlan(tuple(specs), legacy, {name: tuple(by_digest[d] for d in ds) for name, ds in memberships.items()})
     if result.count > MAX_FIREWALLS_PER_PROJECT:
         raise ConfigError(
             TRANSITION_KEY, True,
@@ -221,4 +235,4 @@ class SharedFirewalls(pulumi.ComponentResource):
         self.register_outputs({"firewallIds": self.ids})
 
     def ids_for(self, server: str) -> list[pulumi.Output[int]]:
-        return [self.ids[self._plan.by_server[server].key]]
+        return [self.ids[spec.key] for spec in self._plan.by_server[server]]
