@@ -215,12 +215,15 @@ class SharedFirewalls(pulumi.ComponentResource):
 
     ids: dict[str, pulumi.Output[int]]
     """Plan key -> firewall id."""
+    firewalls: dict[str, hcloud.Firewall]
+    """Plan key -> the firewall itself (what a later step waits for: a port change opens there first)."""
 
     def __init__(self, name: str, args: SharedFirewallsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE, name, None, opts)
         project, stack = pulumi.get_project(), pulumi.get_stack()
         self._plan = args.plan
         self.ids = {}
+        self.firewalls = {}
         for spec in args.plan.firewalls:
             firewall = hcloud.Firewall(
                 f"{name}-{spec.key}",
@@ -231,8 +234,12 @@ class SharedFirewalls(pulumi.ComponentResource):
                 # firewall: never detached); where that URN is not in the state the alias is a no-op.
                 opts=pulumi.ResourceOptions(parent=self, aliases=[legacy_urn(project, stack, spec.servers[0])]),
             )
+            self.firewalls[spec.key] = firewall
             self.ids[spec.key] = firewall.id.apply(int)
         self.register_outputs({"firewallIds": self.ids})
 
     def ids_for(self, server: str) -> list[pulumi.Output[int]]:
         return [self.ids[spec.key] for spec in self._plan.by_server[server]]
+
+    def firewalls_for(self, server: str) -> list[hcloud.Firewall]:
+        return [self.firewalls[spec.key] for spec in self._plan.by_server[server]]

@@ -199,6 +199,8 @@ class RecordingMonitor(_mocks.MockMonitor):
                 "replaceOnChanges": list(request.replaceOnChanges),
                 "deleteBeforeReplace": request.deleteBeforeReplace,
                 "aliases": [a.urn for a in request.aliases if a.urn],
+                # Every resource this one waits for: depends_on (a component expanded to its children) and inputs.
+                "dependencies": list(request.dependencies),
             },
             outputs=rpc.deserialize_properties(response.object, keep_unknowns=True) if request.custom else {},
         )
@@ -228,13 +230,15 @@ def run(
     program: Callable[[], None] | None = None,
     stack: str = "offline",
     preview: bool = False,
+    mocks: pulumi.runtime.Mocks | None = None,
 ) -> ProgramRun:
     """Run ``program`` (default: the real ``__main__.py``) with ``totp-vps:`` config values.
 
     ``config``/``secret_config``: keys without the namespace; secret ones are marked secret, as
-    ``pulumi config set --secret`` would. Process-global (the SDK's mock settings are): one run at a time.
+    ``pulumi config set --secret`` would. ``mocks``: provider stand-ins (default :class:`DeterministicMocks`).
+    Process-global (the SDK's mock settings are): one run at a time.
     """
-    monitor = RecordingMonitor(DeterministicMocks())
+    monitor = RecordingMonitor(mocks or DeterministicMocks())
     settings.ROOT.set(None)  # a fresh root stack per run, so exports never leak between runs
     _mocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     settings.SETTINGS.rpc_manager.clear()

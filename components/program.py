@@ -15,6 +15,7 @@ from cloudinit import stackconfig
 from cloudinit.model import ConfigError
 from components import firewalls
 from components.bootstrap_key import BootstrapKey, BootstrapKeyArgs
+from components.converge import Converge, ConvergeArgs
 from components.firewalls import SharedFirewalls, SharedFirewallsArgs
 from components.naming import owner_labels, resource_name
 from components.totp_server import TotpServer, TotpServerArgs
@@ -90,6 +91,14 @@ def build() -> dict[str, Any]:
         wired = dataclasses.replace(plan, ssh_key_ids=[key.key_id], firewall_ids=shared.ids_for(plan.server.name),
                                     signer=signing.public_key_openssh)
         servers[plan.server.name] = TotpServer(plan.server.name, wired)
+    operator = parsed.operator
+    converged: dict[str, Converge] = {}
+    if operator is not None:
+        for plan in plans:
+            name = plan.server.name
+            converged[name] = Converge(name, ConvergeArgs(server=plan.server, target=servers[name],
+                                                          firewalls=shared.firewalls_for(name),
+                                                          signing_key=signing.private_key_openssh, operator=operator))
     return {
         "servers": {
             name: {
@@ -101,13 +110,23 @@ def build() -> dict[str, Any]:
                 "hostPublicKey": s.host_public_key,
                 "sshCommands": s.ssh_commands,
                 "desiredSerial": s.desired_serial,
-                "converge": "pulumi up" if parsed.operator else "vpsctl sync",
+                **_convergence(name, stack, converged.get(name)),
             }
             for plan, (name, s) in zip(plans, servers.items(), strict=True)
         },
+        # Without an operator pulumi up never logs in to a server, so it cannot tell which of them run an older
+        # state than desiredSerial (the program cannot read the state, nor the servers): it names every one.
+        "syncNeeded": [] if operator else sorted(servers),
         "enrollment": {name: s.enrollment for name, s in servers.items()},
         "desiredState": {name: s.desired_state for name, s in servers.items()},
         "sync": pulumi.Output.secret({"signingKey": signing.private_key_openssh,
                                       "previousSeeds": {name: s.previous_seeds for name, s in servers.items()}}),
-        "operator": parsed.operator and {"admin": parsed.operator.admin, "identityFile": parsed.operator.identity_file},
+        "operator": operator and {"admin": operator.admin, "identityFile": operator.identity_file},
     }
+
+
+def _convergence(name: str, stack: str, converge: Converge | None) -> dict[str, Any]:
+    """What brings a server to its desiredSerial: pulumi up (and what its last sync proved), or the command to run."""
+    if converge is None:
+        return {"converge": f"python -m vpsctl sync --stack {stack} --server {name}"}
+    return {"converge": "pulumi up", "converged": converge.converged, "convergedSerial": converge.converged_serial}

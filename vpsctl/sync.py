@@ -8,6 +8,9 @@ agent checks and applies it and reloads sshd, but keeps it provisional. A second
 next code) proves the new configuration lets an admin in and confirms it; without that confirmation the
 server rolls back by itself. The result is checked over that second login like ``vpsctl verify`` does.
 Two logins per server (pam_google_authenticator allows 3 per 30 s), one key offered each time.
+``--wait SECONDS`` lets the first login wait for a server that is still booting (``pulumi up`` converging a server
+it has just created): nothing answers yet, or sshd still runs the first-boot lockdown, which offers no
+authentication method at all. A refused key or code is never retried.
 Exit: 0 every server in sync or confirmed, 1 one was unreachable, refused or rolled back, 2 bad input.
 """
 
@@ -40,6 +43,11 @@ EXITS = {EXIT_OK: "every server in sync, or changed and confirmed by a new login
          EXIT_DRIFT: "--dry-run: a server differs from the stack (the plan says how)"}
 README_SECTION = "Day two"
 CONFIRM_WITHIN = 120
+MAX_WAIT = 3600
+# Between first-login tries while a server boots. OpenSSH 9.8+ (PerSourcePenalties) charges a source 5 s for a login
+# that failed (or named a user who does not exist yet, as before the activation), 1 s for a connection that never
+# tried, and refuses it only once 15 s have accrued: a try every 10 s never gets there.
+RETRY_EVERY = 10.0
 
 
 @dataclass
@@ -93,6 +101,12 @@ def seed_of(state: Mapping[str, Any], admin: str) -> str | None:
     return None if entry is None else st.totp_parts(entry["totp"])[0]
 
 
+def locked_down(attempt: sshclient.Login) -> bool:
+    """The agent's lockdown drop-in (before the first-boot activation, or after it failed) turns every
+    authentication method off: the server offers none, which a wrong key or code never causes."""
+    return attempt.steps == (("publickey", "not-offered"),) and not any(attempt.offered.get("publickey", ()))
+
+
 def agent_command(login: sshclient.Login, *args: str, stdin: bytes | None = None, timeout: float = 180) -> dict[str, Any]:
     """Run the server's agent through sudo; its JSON answer, or CliError-free dict with result=failed."""
     done = login.run(["sudo", "-n", AGENT, *args], stdin=stdin, timeout=timeout)
@@ -112,7 +126,7 @@ class Syncer:
     """One sync run over several servers: the same admin, key and signing key for all of them."""
 
     def __init__(self, outputs: Mapping[str, Any], admin: str, key: paramiko.PKey, *, prompt: Callable[[str], str] | None,
-                 confirm_within: int, timeout: float, say: Callable[[str], None]) -> None:
+                 confirm_within: int, timeout: float, say: Callable[[str], None], wait: float = 0) -> None:
         self.outputs = outputs
         self.admin = admin
         self.key = key
@@ -120,6 +134,7 @@ class Syncer:
         self.confirm_within = confirm_within
         self.timeout = timeout
         self.say = say
+        self.wait = wait
         self.signing_key = outputs["sync"]["signingKey"]
         agent = desired_files.agent_files()
         self.agent_files = agent
@@ -146,11 +161,27 @@ class Syncer:
         return codes
 
     def first_login(self, target: Target) -> Session | Outcome:
-        """Login 1 and the plan (nothing changes yet)."""
+        """Login 1 and the plan (nothing changes yet); with ``wait``, tried again while the server is not ready yet."""
         seed = seed_of(target.state, self.admin)
         if seed is None:
             return Outcome(target.server, "refused", f"{self.admin} is not an admin in the new state of {target.server}: "
                            "sync logs in as an admin who exists before and after the change (choose one with --as)")
+        deadline = time.monotonic() + self.wait
+        told = False
+        while True:
+            found = self.first_login_once(target, seed)
+            if not isinstance(found, str):
+                return found
+            if time.monotonic() + RETRY_EVERY > deadline:
+                return Outcome(target.server, "unreachable", f"{found}{f' (waited {self.wait:.0f} s)' if self.wait else ''}")
+            if not told:
+                self.say(f"{target.server}: not ready yet, trying every {RETRY_EVERY:.0f} s for up to {self.wait:.0f} s: {found}")
+                told = True
+            time.sleep(RETRY_EVERY)
+
+    def first_login_once(self, target: Target, seed: str) -> Session | Outcome | str:
+        """One try of login 1, with fresh codes (a try that got no session or met the lockdown never reached PAM).
+        A string says why the server is not ready yet: no SSH session on any port, or the first-boot lockdown."""
         used: set[str] = set()
         tried = []
         for server_port, port in target.ports:
@@ -164,6 +195,9 @@ class Syncer:
                 tried.append(f"port {server_port}: {attempt.error}")
                 continue
             if not attempt.accepted:
+                if locked_down(attempt):
+                    return (f"port {server_port}: sshd lets nobody in yet (the first-boot lockdown: the server is still "
+                            "booting, or its first-boot activation failed and its console log says why)")
                 hint = ""
                 if attempt.refused_at == "keyboard-interactive":
                     hint = (f"; if {self.admin}'s seed was rotated since the server last synced, log in as another admin "
@@ -186,7 +220,7 @@ class Syncer:
                                "prove the new configuration: add the new admins first, sync, then remove the old ones",
                                plan=found)
             return Session(target, attempt, server_port, status, found, used)
-        return Outcome(target.server, "unreachable", "; ".join(tried) or "no port to try")
+        return "; ".join(tried) or "no port to try"
 
     # ---------------------------------------------------------------------------------------- phase 2
 
@@ -267,6 +301,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the server rolls the change back unless confirmed in this time (default {CONFIRM_WITHIN})")
     parser.add_argument("--parallel", type=int, default=8, metavar="N", help="servers at once (default 8)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per network step (default 30)")
+    parser.add_argument("--wait", type=int, default=0, metavar="SECONDS",
+                        help="at the first login, keep trying for up to SECONDS while the server is not ready yet: nothing "
+                        "answers, or sshd still runs the first-boot lockdown (a server that is booting; default 0: try once)")
 
 
 def port_map(values: Sequence[str] | None, ports: Sequence[int]) -> dict[int, int]:
@@ -335,6 +372,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--confirm-within: {args.confirm_within} is not 10-900 seconds")
     if not 1 <= args.parallel <= 64:
         raise CliError(f"--parallel: {args.parallel} is not 1-64")
+    if not 0 <= args.wait <= MAX_WAIT:
+        raise CliError(f"--wait: {args.wait} is not 0-{MAX_WAIT} seconds")
+    if args.wait and args.prompt_code:
+        raise CliError("--wait and --prompt-code: a typed code would be stale by the next try; wait without --prompt-code")
     key = verify.load_identity(Path(str(identity)).expanduser(),
                                (lambda: getpass.getpass(f"passphrase for {identity}: ")) if sys.stdin.isatty() else None)
     prompt = getpass.getpass if args.prompt_code else None
@@ -342,7 +383,8 @@ def run(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(text, flush=True)
 
-    syncer = Syncer(outputs, str(admin), key, prompt=prompt, confirm_within=args.confirm_within, timeout=args.timeout, say=say)
+    syncer = Syncer(outputs, str(admin), key, prompt=prompt, confirm_within=args.confirm_within, timeout=args.timeout, say=say,
+                    wait=args.wait)
     workers = 1 if prompt else args.parallel
     with ThreadPoolExecutor(max_workers=workers) as pool:
         first = list(pool.map(syncer.first_login, chosen))

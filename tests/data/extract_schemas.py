@@ -1,4 +1,4 @@
-"""Cut the parts of the providers' Pulumi package schemas that tests/test_hetzner.py checks against.
+"""Cut the parts of the providers' Pulumi package schemas that the tests check registrations against.
 
     python tests/data/extract_schemas.py DIR > tests/data/provider-schemas.json
 
@@ -19,13 +19,16 @@ ORIGINS = {
     "hcloud": "pulumi/pulumi-hcloud c3608de6 (2026-07-24), bridging terraform-provider-hcloud v1.66.1",
     "random": "pulumi/pulumi-random f64d8726 (2026-08-14)",
     "tls": "pulumi/pulumi-tls f7db93b2 (2026-08-14)",
+    "command": "pulumi/pulumi-command 010bd8e0 (2026-08-21)",
 }
 RESOURCES = {
     "hcloud": ["hcloud:index/server:Server", "hcloud:index/firewall:Firewall", "hcloud:index/sshKey:SshKey"],
     "random": ["random:index/randomBytes:RandomBytes"],
     "tls": ["tls:index/privateKey:PrivateKey"],
+    "command": ["command:local:Command"],
 }
-KEEP = ("type", "items", "$ref", "additionalProperties", "enum", "willReplaceOnChanges")
+KEEP = ("type", "items", "$ref", "additionalProperties", "enum", "willReplaceOnChanges", "replaceOnChanges")
+LOCAL_REF = "#/types/"  # other refs point into Pulumi's own schema (pulumi.json#/Any: any value)
 
 
 def slim(prop: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +41,8 @@ def slim(prop: dict[str, Any]) -> dict[str, Any]:
 
 def refs(tree: Any) -> set[str]:
     if isinstance(tree, dict):
-        found = {tree["$ref"].removeprefix("#/types/")} if isinstance(tree.get("$ref"), str) else set()
+        ref = tree.get("$ref")
+        found = {ref.removeprefix(LOCAL_REF)} if isinstance(ref, str) and ref.startswith(LOCAL_REF) else set()
         return found.union(*(refs(v) for v in tree.values()))
     if isinstance(tree, list):
         return set().union(*(refs(v) for v in tree))
