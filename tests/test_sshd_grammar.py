@@ -14,6 +14,7 @@ accumulating keywords, Include, Match) rather than from the configs this project
 from __future__ import annotations
 
 import grp
+import hashlib
 import os
 import pwd
 import re
@@ -326,9 +327,28 @@ def _args(conn: S.Connection | None) -> list[str]:
     return ["-T", "-f", MAIN] + ([] if conn is None else ["-C", spec(conn)])
 
 
+HOST_SSH: dict[str, dict[str, str]] = {}
+
+
+def _fingerprint(top: str) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(top).rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def real() -> dict[str, list[tuple[int, str, str]]]:
     """sshd's answers for every case, error case and connection error case, keyed by name."""
+    HOST_SSH["before"] = _fingerprint("/etc/ssh")
+    try:
+        return _all_answers()
+    finally:
+        HOST_SSH["after"] = _fingerprint("/etc/ssh")
+
+
+def test_host_etc_ssh_untouched(real: dict[str, list[tuple[int, str, str]]]) -> None:
+    assert real and HOST_SSH["before"] and HOST_SSH["after"] == HOST_SSH["before"]
+
+
+def _all_answers() -> dict[str, list[tuple[int, str, str]]]:
     jobs: list[tuple[str, dict[str, str], list[list[str]]]] = []
     jobs += [(c.name, c.files, [_args(conn) for conn in c.connections]) for c in CASES]
     jobs += [(name, files, [["-t", "-f", MAIN]]) for name, files, _where in ERRORS]
