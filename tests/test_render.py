@@ -19,7 +19,7 @@ import yaml
 from conftest import require, require_tool
 from sshd_harness import new_key
 
-from agent import pam
+from cloudinit import pam
 from agent import state as st
 from cloudinit import Admin, ConfigError, Server, check_fits, cloudconfig, desired, hardening, render_user_data
 from cloudinit.model import ServiceAccount
