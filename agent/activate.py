@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import glob
 import grp
-import ipaddress
 import json
 import lzma
 import os
@@ -51,7 +50,6 @@ BUNDLE = "/usr/local/lib/totp-vps/agent.bundle"
 SSHD = "/usr/sbin/sshd"
 PAM_MODULE = "pam_google_authenticator.so"
 CONFIRM = (10, 900, 120)  # seconds to confirm a change: least, most, default
-PROBES = ("192.0.2.10", "2001:db8::10")  # documentation addresses: a connection from nowhere in particular
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
@@ -276,9 +274,9 @@ def effective(name: str, addr: str, port: int) -> dict[str, list[str]]:
     return values
 
 
-def first_host(cidr: str) -> str:
-    net = ipaddress.ip_network(cidr)
-    return str(net.network_address + (net.num_addresses > 1))
+def sshd_files() -> list[str]:
+    """The files sshd reads: its main file and the drop-ins its Include names (Debian's and Ubuntu's layout)."""
+    return ["/etc/ssh/sshd_config", *sorted(glob.glob("/etc/ssh/sshd_config.d/*.conf"))]
 
 
 def check_sshd(state: dict[str, Any]) -> None:
@@ -287,14 +285,16 @@ def check_sshd(state: dict[str, Any]) -> None:
     if done.returncode:
         raise Refused(f"sshd -t rejects the configuration: {(done.stderr or done.stdout).strip()[:300]}")
     port = state["sshPort"]
-    inside = [first_host(c) for s in state["serviceAccounts"] for c in s["fromCidrs"]]
+    inside = [st.first_host(c) for s in state["serviceAccounts"] for c in s["fromCidrs"]]
+    # Every address any file sshd reads names (a Match Address block), not only the probes.
+    addresses = st.probe_addresses([read(p) or "" for p in sshd_files()]) + inside
     common = {"port": [str(port)], "allowusers": st.allow_users(state), "authorizedkeysfile": [f"{st.KEYS_DIR}/%u"],
               "authorizedkeyscommand": ["none"], "authorizedprincipalsfile": ["none"], "trustedusercakeys": ["none"]}
     checks: list[tuple[str, str, tuple[str, ...], str | None]] = [
-        (a["name"], addr, st.ADMIN_EFFECTIVE, None) for a in state["admins"] for addr in (*PROBES, *inside)]
-    checks += [(s["name"], first_host(c), st.SERVICE_EFFECTIVE, s.get("command") or "none")
+        (a["name"], addr, st.ADMIN_EFFECTIVE, None) for a in state["admins"] for addr in dict.fromkeys(addresses)]
+    checks += [(s["name"], st.first_host(c), st.SERVICE_EFFECTIVE, s.get("command") or "none")
                for s in state["serviceAccounts"] for c in s["fromCidrs"]]
-    checks.append(("root", PROBES[0], ("permitrootlogin no",), None))
+    checks.append(("root", st.PROBES[0], ("permitrootlogin no",), None))
     for name, addr, wanted, forced in checks:
         have = effective(name, addr, port)
         expect = {**common, **{k: [v] for k, v in (line.split(" ", 1) for line in wanted)}}

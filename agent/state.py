@@ -76,6 +76,44 @@ SERVICE_EFFECTIVE = (
     "permittunnel no",
 )
 
+# Where a connection may come from, for the per-connection questions both sides ask sshd: documentation
+# addresses (from nowhere in particular), and every address, network or IPv4 wildcard a file sshd reads
+# names, since a Match Address block for one network is as real as a global line.
+PROBES = ("192.0.2.10", "2001:db8::10")
+_ADDRESSISH = re.compile(
+    r"(?<![\w.:])(?:[0-9*?]{1,3}(?:\.[0-9*?]{1,3}){1,3}|[0-9a-fA-F]*:[0-9a-fA-F:.]*)(?:/[0-9]{1,3})?(?![\w.:])"
+)
+
+
+def first_host(cidr: str) -> str:
+    net = ipaddress.ip_network(cidr, strict=False)
+    return str(net.network_address + (net.num_addresses > 1))
+
+
+def uncommented(text: str) -> str:
+    """The lines sshd reads (it skips those whose first non-blank character is #)."""
+    return "\n".join(line for line in text.split("\n") if not line.lstrip(" \t").startswith("#"))
+
+
+def probe_addresses(texts: list[str]) -> list[str]:
+    """PROBES, then the first and last address of every network any of ``texts`` (sshd files) names
+    outside comment lines; a wildcard such as ``10.*`` stands for one address it matches."""
+    found: dict[str, None] = dict.fromkeys(PROBES)
+    for text in texts:
+        for token in _ADDRESSISH.findall(uncommented(text)):
+            host, _, bits = token.partition("/")
+            if "." in host and ":" not in host:
+                parts = [p.replace("*", "1").replace("?", "1") or "1" for p in host.split(".")]
+                host = ".".join((parts + ["1"] * 4)[:4])
+            try:
+                net = ipaddress.ip_network(f"{host}/{bits}" if bits else host, strict=False)
+            except ValueError:
+                continue
+            for addr in (net.network_address + (net.num_addresses > 1), net.broadcast_address - (net.num_addresses > 2)):
+                found.setdefault(str(addr), None)
+    return list(found)
+
+
 SERIAL = re.compile(r"[0-9a-f]{64}")
 NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")

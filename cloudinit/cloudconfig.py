@@ -28,7 +28,7 @@ TOP_LEVEL = frozenset({
     "package_update", "package_upgrade", "packages", "bootcmd", "write_files", "runcmd",
 })  # fmt: skip
 FIXED = {"disable_root": True, "manage_etc_hosts": True, "ssh_pwauth": False, "ssh_deletekeys": True,
-         "ssh_genkeytypes": ["ed25519"], "users": [], "package_update": True, "package_upgrade": True}  # fmt: skip
+         "ssh_genkeytypes": ["ed25519"], "users": {}, "package_update": True, "package_upgrade": True}  # fmt: skip
 ENTRY_KEYS = frozenset({"path", "owner", "permissions", "encoding", "content"})
 MAX_DECODED = 1 << 20
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from agent import state
-from cloudinit import catalogue, hardening
+from cloudinit import catalogue, gate, hardening
 
 HETZNER_USER_DATA_LIMIT = 32 * 1024
 MAX_BACKUP_CODES = 10  # pam_google_authenticator reads at most ten scratch codes
@@ -167,6 +167,10 @@ class ServiceAccount:
                     f"{w}.sudoCommands[{i}]", command,
                     "must be an absolute program path and plain arguments (letters, digits, / . _ @ % + -)",
                 )  # fmt: skip
+            if gate.shell_like(command):
+                raise ConfigError(f"{w}.sudoCommands[{i}]", command,
+                                  "gives a root shell (a shell, an interpreter, an editor or a pager as root): "
+                                  "name the exact program the automation needs")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,10 +262,15 @@ class Server:
         if not allowed:
             raise ConfigError(k("allowedCidrs"), [], "needs at least one network allowed to reach SSH")
         for account in self.service_accounts:
-            for i, cidr in enumerate(account.from_cidrs):
-                if not _inside(ipaddress.ip_network(cidr), allowed):
-                    raise ConfigError(f"{account.where}.fromCidrs[{i}]", cidr,
+            nets = [ipaddress.ip_network(c) for c in account.from_cidrs]
+            for i, net in enumerate(nets):
+                if not _inside(net, allowed):
+                    raise ConfigError(f"{account.where}.fromCidrs[{i}]", str(net),
                                       f"is not inside {self.name}'s allowedCidrs: the firewall would drop it")
+            if covers(nets, allowed):
+                raise ConfigError(f"{account.where}.fromCidrs", list(account.from_cidrs),
+                                  f"covers all of {self.name}'s allowedCidrs: a key-only account must be narrower than "
+                                  "the admins' networks (name the automation's own hosts)")
         self._check_penalties(allowed)
         if not isinstance(self.labels, Mapping):
             raise ConfigError(k("labels"), self.labels, "must be a mapping of label keys to values")
@@ -382,6 +391,14 @@ def check_networks(cidrs: object, at: Callable[[str], str], *, anywhere_ok: bool
 
 def _inside(net: Network, allowed: Iterable[Network]) -> bool:
     return any(net.version == a.version and net.subnet_of(a) for a in allowed)  # type: ignore[arg-type]
+
+
+def covers(networks: Iterable[Network], others: Iterable[Network]) -> bool:
+    """Whether the union of ``networks`` holds every one of ``others`` (adjacent networks merged first)."""
+    nets = list(networks)
+    merged: list[Network] = [*ipaddress.collapse_addresses([n for n in nets if n.version == 4]),
+                             *ipaddress.collapse_addresses([n for n in nets if n.version == 6])]
+    return all(_inside(o, merged) for o in others)
 
 
 # The address space that is not the public internet (RFC 6890 and friends): private, loopback, link-local,

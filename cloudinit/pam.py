@@ -512,12 +512,15 @@ def _module_name(path: str) -> str | None:
     return path[m.end() :]
 
 
-def _ga_problems(rule: Rule) -> tuple[list[str], bool]:
+def _ga_problems(rule: Rule, allowed: frozenset[str] = frozenset()) -> tuple[list[str], bool]:
     """pam_google_authenticator's parse_args over the rule's arguments: the problems, and whether the
-    module can accept anybody at all (any argument it does not know makes it refuse everybody)."""
+    module can accept anybody at all (any argument it does not know makes it refuse everybody).
+    ``allowed``: exact arguments the caller's design uses on purpose (not reported)."""
     problems: list[str] = []
     usable = True
     for arg in rule.args:
+        if arg in allowed:
+            continue
         say = f"{rule.where}: {rule.module} {arg}: "
         if arg == "nullok":
             problems.append(say + _GA_BYPASS["nullok"])
@@ -787,13 +790,16 @@ def judge_auth(
     read: Reader,
     required_module: str = "pam_google_authenticator.so",
     installed: Callable[[str], bool] | None = None,
+    allowed: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Every problem with ``service``'s auth stack (empty: a login needs ``required_module`` to succeed).
 
     ``installed(module)`` says whether a module (as written in the file) exists on the server; None
     means unknown, so every module may also be missing (and then returns module_unknown). A line PAM
     does not take as written is reported and judged the way PAM runs it; a file PAM cannot read, or
-    reads differently from release to release, is reported and nothing after it is judged."""
+    reads differently from release to release, is reported and nothing after it is judged. ``allowed``:
+    exact ``required_module`` arguments the design uses on purpose (sudo's root-owned ``secret=...``
+    and ``user=root``), not reported as weakening; any other value of the same option still is."""
     builder = _Builder(read)
     try:
         entries = _build(service, read, "auth", builder)
@@ -805,7 +811,7 @@ def judge_auth(
     if not required:
         problems.append(f"{PAM_D}{service}: {required_module} is not in the auth stack")
     for rule in required:
-        problems += _ga_problems(rule)[0]
+        problems += _ga_problems(rule, allowed)[0]
     for rule, failing in entries:
         name = _module_name(rule.module)
         if failing or rule.control == "substack":

@@ -81,7 +81,7 @@ def state_file(state: Mapping[str, Any]) -> WriteFile:
 def render_user_data(server: Server, admin_secrets: Mapping[str, AdminSecrets], host_key: KeyPair, signer: str) -> str:
     """The exact user-data for ``server``; ``signer``: the public key that signs the server's later changes.
     Raises ConfigError if it would not fit Hetzner's limit."""
-    from cloudinit import cloudconfig  # the gate parses what this module renders
+    from cloudinit import cloudconfig, gate  # the gates parse what this module renders
 
     state = desired.desired_state(server, admin_secrets, signer)
     files = [*fixed_files(server.ssh_port)]
@@ -107,7 +107,7 @@ def render_user_data(server: Server, admin_secrets: Mapping[str, AdminSecrets], 
             f"{len(server.admins)} admins, {len(server.service_accounts)} service accounts, {keys} keys",
             f"user-data would be {size} bytes, over Hetzner's {HETZNER_USER_DATA_LIMIT}-byte limit: use fewer accounts or keys",
         )
-    problems = cloudconfig.judge(text, expected=state)
+    problems = cloudconfig.judge(text, expected=state) + [f"{p}: {why}" for p, why in gate.judge_state(state, server.image)]
     if problems:
         raise AssertionError(f"the renderer produced user-data its own gate refuses: {problems[0]}")
     return text

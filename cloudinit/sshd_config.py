@@ -32,6 +32,7 @@ override the global ones; a line starting with an unbalanced quote is silently i
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -1959,6 +1960,7 @@ def _ipqos_valid(s: str) -> bool:
 # ------------------------------------------------------------------------- defaults and output
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked the same lists for every connection a gate probes
 def _assemble(value: str | None, default: str, all_names: tuple[str, ...], what: str) -> str:
     """kex.c kex_assemble_names: '+' appends to, '-' removes from, '^' puts at the head of the
     default list; wildcards expand over the supported names; unsupported names drop out."""
@@ -2159,6 +2161,45 @@ def effective(config: Config, conn: Connection | None) -> dict[str, tuple[str, .
         if mo.get(name) is not None:
             o[name] = None if _lower(mo[name]) == "none" else mo[name]
     return _dump(o, d)
+
+
+def admits(config: Config, conn: Connection, values: Mapping[str, tuple[str, ...]] | None = None) -> bool:
+    """Whether sshd lets ``conn.user`` log in from ``conn.addr`` at all: auth.c allowed_user's
+    DenyUsers, AllowUsers, DenyGroups and AllowGroups checks (not the account's shell or expiry, which
+    live on the server). ``values``: ``effective(config, conn)`` if already computed. With UseDNS no,
+    sshd matches the host part of ``user@host`` against the address for both names and networks."""
+    v = effective(config, conn) if values is None else values
+    v10 = config.version >= (10, 0)
+    host = conn.host or conn.addr
+
+    def match_user(pattern: str) -> int:  # match.c match_user
+        at = pattern.rfind("@") if v10 else pattern.find("@")
+        if at < 0:
+            return int(_match_pattern(conn.user, pattern))
+        if not _match_pattern(conn.user, pattern[:at]):
+            return 0
+        patterns = pattern[at + 1 :]
+        mip = _addr_match_list(conn.addr, patterns, v10)  # match_host_and_ip
+        if mip == -2:
+            return -1
+        if mip == -1 or _match_hostname(host, patterns) == -1:
+            return 0
+        return int(mip == 1 or _match_hostname(host, patterns) == 1)
+
+    if any(match_user(p) != 0 for p in v.get("denyusers", ())):
+        return False  # a bad pattern is fatal for the connection: not admitted either
+    allow = v.get("allowusers", ())
+    if allow and not any(match_user(p) == 1 for p in allow):
+        return False
+    deny_groups, allow_groups = v.get("denygroups", ()), v.get("allowgroups", ())
+    if deny_groups or allow_groups:
+        if conn.groups is None:
+            raise Undecidable(config.main, 0, "AllowGroups/DenyGroups need the user's groups")
+        if any(_match_pattern(g, p) for g in conn.groups for p in deny_groups):
+            return False
+        if allow_groups and not any(_match_pattern(g, p) for g in conn.groups for p in allow_groups):
+            return False
+    return True
 
 
 def _fmt_flag(v: int) -> str:

@@ -201,6 +201,8 @@ class RecordingMonitor(_mocks.MockMonitor):
                 "aliases": [a.urn for a in request.aliases if a.urn],
                 # Every resource this one waits for: depends_on (a component expanded to its children) and inputs.
                 "dependencies": list(request.dependencies),
+                # Which resources each input came from (the engine hands these to stack policies).
+                "propertyDependencies": {k: list(v.urns) for k, v in request.propertyDependencies.items()},
             },
             outputs=rpc.deserialize_properties(response.object, keep_unknowns=True) if request.custom else {},
         )

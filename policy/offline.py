@@ -83,6 +83,9 @@ def analyze_stack_request(run: ProgramRun) -> Any:
             name=reg.name,
             options=options(reg),
             parent=reg.parent,
+            dependencies=reg.options.get("dependencies", []),
+            propertyDependencies={k: proto.AnalyzerPropertyDependencies(urns=v)
+                                  for k, v in reg.options.get("propertyDependencies", {}).items()},
         )
         for reg in run.registrations
     ]

@@ -7,23 +7,27 @@ analyzer servicer in-process. Either way every validator sees what CrossGuard gi
 - ``args.props`` in camelCase wire names, with the SDK's unknown-checking proxy: reading a value that
   is unknown at preview raises ``UnknownValueError``, which the analyzer turns into an advisory
   "can't run policy ... during preview" instead of a pass. Validators never catch it.
-- Plain values: the Python analyzer drops secret markers when it deserializes properties, so a policy
-  cannot see whether an input was ``Output.secret``. What it can see is the resource option
-  ``additionalSecretOutputs`` (the engine then stores the property encrypted), so "secret" below means
-  "declared in additionalSecretOutputs", and the secret-shape scans (sec-01, sec-02) allow secret
-  material only in such properties and in the program's designated secret output (``enrollment``).
+- Which values the engine sent as secrets: the analyzer unwraps secret markers before any policy runs,
+  so the pack records them first (policy/secrecy.py). "Secret" below means marked by the engine
+  (``Output.secret``, a provider's secret output, ``additionalSecretOutputs`` in the state), never a
+  property's name: a regression that drops ``Output.secret`` is caught wherever the value goes.
+- The server's user-data as cloud-init reads it (cloudinit.cloudconfig): its structure is pinned
+  (srv-05), and the desired state it carries is judged the way sshd, Linux-PAM and sudo on the image
+  will read it (cloudinit.gate, one judgement shared with ``vpsctl sync`` and the renderer).
 
 Waivers: a Hetzner label ``totp-vps.waive/<policy id>: <reason>`` on the resource turns that policy's
 violations on that resource into advisory notes of the ``waived`` policy, naming the label. The
 component sets ``totp-vps.waive/fw-01: allowSshFromAnywhere`` and ``totp-vps.waive/srv-03: rebuild``
-itself when the stack config asks for those. Stack policies (sec-*) cannot be waived.
+itself when the stack config asks for those. Stack policies cannot be waived.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -32,10 +36,11 @@ import pulumi_policy as pp
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from agent import state as agent_state
-from cloudinit import cloudconfig, hardening
+from cloudinit import cloudconfig, gate, hardening, model
+from policy import secrecy
 
 PACK_NAME = "totp-vps"
-PACK_VERSION = "0.1.0"
+PACK_VERSION = "0.2.0"
 PACK_DESCRIPTION = "totp-vps: Hetzner servers whose SSH needs an SSH key AND a TOTP code."
 
 FIREWALL = "hcloud:index/firewall:Firewall"
@@ -45,15 +50,6 @@ TOTP_SERVER = "totp-vps:index:TotpServer"
 
 WAIVER_PREFIX = "totp-vps.waive/"
 WAIVED = "waived"
-
-# The desired state (in the user-data) names the files the agent installs.
-SSHD_STAGE = agent_state.DROPIN
-PAM_STAGE = agent_state.PAM_SSHD
-SSHD_DROPIN_DIR = "/etc/ssh/sshd_config.d/"
-
-# Where secret material is expected by design, beyond properties listed in additionalSecretOutputs:
-# (resource type, top-level property). The program exports these with Output.secret.
-DESIGNATED_SECRET = frozenset({(STACK, "enrollment"), (TOTP_SERVER, "enrollment")})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -81,6 +77,7 @@ class Rule:
     remedy: str
     types: frozenset[str]
     check: Check
+    level: pp.EnforcementLevel = pp.EnforcementLevel.MANDATORY
 
     def message(self, problem: str) -> str:
         return f"{problem}. Remedy: {self.remedy}"
@@ -89,11 +86,12 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
-def rule(id_: str, title: str, remedy: str, *types: str) -> Callable[[Check], Check]:
+def rule(id_: str, title: str, remedy: str, *types: str,
+         level: pp.EnforcementLevel = pp.EnforcementLevel.MANDATORY) -> Callable[[Check], Check]:
     def register(check: Check) -> Check:
         if id_ in RULES:
             raise ValueError(f"duplicate policy id {id_}")
-        RULES[id_] = Rule(id_, title, remedy, frozenset(types), check)
+        RULES[id_] = Rule(id_, title, remedy, frozenset(types), check, level)
         return check
 
     return register
@@ -117,11 +115,14 @@ def _covers(rule_: Mapping[str, Any], protocol: str, port: int) -> bool:
     return low <= port <= high
 
 
-def _is_anywhere(cidr: Any) -> bool:
-    try:
-        return ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0
-    except ValueError:
-        return False
+def _networks(values: Iterable[Any]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            continue  # the provider refuses it; nothing is opened
+    return out
 
 
 def _rules(r: Resource, direction: str) -> list[tuple[int, Mapping[str, Any]]]:
@@ -132,11 +133,16 @@ def _rules(r: Resource, direction: str) -> list[tuple[int, Mapping[str, Any]]]:
       "list your networks in allowedCidrs; to really open SSH to 0.0.0.0/0 or ::/0 set allowSshFromAnywhere: true "
       "(the component then labels the firewall totp-vps.waive/fw-01)", FIREWALL)
 def world_open_ssh(r: Resource) -> Iterator[str]:
-    for i, x in _rules(r, "in"):
+    # By coverage of the public address space, over every inbound TCP rule together: 0.0.0.0/1 plus
+    # 128.0.0.0/1 in two rules is the whole internet as much as 0.0.0.0/0 is (cloudinit.model.public_share).
+    sources: dict[str, list[Any]] = {}
+    for _i, x in _rules(r, "in"):
         if x.get("protocol") == "tcp":
-            wide = [str(c) for c in (x.get("sourceIps") or []) if _is_anywhere(c)]
-            if wide:
-                yield f"rules[{i}] opens TCP port {x.get('port')} to {', '.join(wide)}"
+            sources.setdefault(str(x.get("port")), []).extend(x.get("sourceIps") or [])
+    for port, cidrs in sources.items():
+        for version, share in sorted(model.public_share(_networks(cidrs)).items()):
+            if share >= model.ANYWHERE_SHARE:
+                yield f"inbound TCP port {port} is open to {share:.0%} of the public IPv{version} internet"
 
 
 @rule("fw-02", "No inbound UDP 123 (NTP is outbound only)",
@@ -201,6 +207,8 @@ def firewall_attached(r: Resource) -> Iterator[str]:
 def user_data_secret(r: Resource) -> Iterator[str]:
     if "userData" not in r.additional_secret_outputs:
         yield "userData is not in additionalSecretOutputs, so the state would keep the TOTP seeds in plain text"
+    if "userData" in r.props and not secrecy.under("userData", secrecy.secret_paths(r.props)):
+        yield "userData is not a secret (Output.secret), so the engine would store the TOTP seeds in plain text"
     user_data = r.props.get("userData")
     if not isinstance(user_data, str) or not user_data.startswith("#cloud-config\n"):
         yield "userData is missing or is not #cloud-config"
@@ -222,262 +230,155 @@ def supported_image(r: Resource) -> Iterator[str]:
         yield f"image {image!r} is not supported"
 
 
-# ---------------------------------------------------------------------------------------------------
-# sshd and PAM, parsed from the rendered user-data (what cloud-init will actually write).
+@rule("srv-05", "User-data is exactly what the design writes",
+      "render the user-data with TotpServer (cloudinit/render.py) and do not add to it: cloud-init acts on every "
+      "key, command and file in it", SERVER)
+def user_data_structure(r: Resource) -> Iterator[str]:
+    user_data = r.props.get("userData")
+    if isinstance(user_data, str):
+        yield from _structure(user_data)
 
 
 @lru_cache(maxsize=64)
-def _files(user_data: str) -> Mapping[str, str] | str:
-    """path -> content of the files the first boot installs (the desired state's), or why it cannot be read."""
-    try:
-        return dict(cloudconfig.state_of(cloudconfig.read(user_data))["files"])
-    except (ValueError, KeyError, TypeError) as exc:
-        return f"user-data cannot be parsed ({type(exc).__name__})"
-
-
-def _file(r: Resource, path: str) -> str | None:
-    """Content of ``path`` in the user-data's write_files; yields nothing: callers report absence."""
-    user_data = r.props.get("userData")
-    files = _files(user_data) if isinstance(user_data, str) else "userData is missing"
-    if isinstance(files, str):
-        return None
-    return files.get(path)
-
-
-def sshd_settings(text: str) -> dict[str, str]:
-    """lowercased directive -> value, global section only, FIRST occurrence wins (as in sshd)."""
-    out: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        key, _, value = line.partition(" ")
-        key = key.lower()
-        if key == "match":
-            break
-        out.setdefault(key, value.strip())
-    return out
-
-
-def _sshd(r: Resource) -> dict[str, str] | None:
-    text = _file(r, SSHD_STAGE)
-    return None if text is None else sshd_settings(text)
-
-
-NO_SSHD = f"the user-data has no {SSHD_STAGE} (the sshd drop-in)"
-NO_PAM = f"the user-data has no {PAM_STAGE} (the PAM sshd stack)"
-
-
-@rule("sshd-01", "AuthenticationMethods requires publickey AND keyboard-interactive",
-      "set 'AuthenticationMethods publickey,keyboard-interactive' in the drop-in", SERVER)
-def auth_methods(r: Resource) -> Iterator[str]:
-    s = _sshd(r)
-    if s is None:
-        yield NO_SSHD
-        return
-    value = s.get("authenticationmethods")
-    if not value or value == "any":
-        yield f"AuthenticationMethods is {value or 'unset'}: one factor is enough"
-        return
-    for chain in value.split():
-        methods = {m.split(":", 1)[0] for m in chain.split(",")}
-        if not {"publickey", "keyboard-interactive"} <= methods:
-            yield f"AuthenticationMethods chain {chain!r} lacks publickey or keyboard-interactive"
-
-
-@rule("sshd-02", "No password authentication",
-      "set 'PasswordAuthentication no' and 'PermitEmptyPasswords no' and keep 'password' out of AuthenticationMethods",
-      SERVER)
-def no_passwords(r: Resource) -> Iterator[str]:
-    s = _sshd(r)
-    if s is None:
-        yield NO_SSHD
-        return
-    if s.get("passwordauthentication") != "no":
-        yield f"PasswordAuthentication is {s.get('passwordauthentication', 'unset (default yes)')}"
-    if s.get("permitemptypasswords", "no") != "no":
-        yield "PermitEmptyPasswords is not no"
-    if "password" in re.split(r"[ ,]", s.get("authenticationmethods", "")):
-        yield "AuthenticationMethods allows password"
-
-
-@rule("sshd-03", "No root login", "set 'PermitRootLogin no'; admins log in as themselves and use sudo", SERVER)
-def no_root(r: Resource) -> Iterator[str]:
-    s = _sshd(r)
-    if s is None:
-        yield NO_SSHD
-    elif s.get("permitrootlogin") != "no":
-        yield f"PermitRootLogin is {s.get('permitrootlogin', 'unset (default prohibit-password)')}"
-
-
-@rule("sshd-04", "UsePAM yes and keyboard-interactive on (the TOTP prompt)",
-      "set 'UsePAM yes' and 'KbdInteractiveAuthentication yes' (this replaces dev-sec ssh-baseline's "
-      "'ChallengeResponseAuthentication no', which would switch the TOTP prompt off)", SERVER)
-def pam_on(r: Resource) -> Iterator[str]:
-    s = _sshd(r)
-    if s is None:
-        yield NO_SSHD
-        return
-    if s.get("usepam") != "yes":
-        yield f"UsePAM is {s.get('usepam', 'unset (default no)')}: keyboard-interactive would never ask for the code"
-    # ChallengeResponseAuthentication is an alias of KbdInteractiveAuthentication: the first one read wins.
-    kbd = next((v for k, v in s.items() if k in ("kbdinteractiveauthentication", "challengeresponseauthentication")), None)
-    if kbd != "yes":
-        yield f"KbdInteractiveAuthentication is {kbd or 'unset'}: the TOTP prompt is off"
-
-
-@rule("sshd-05", "The drop-in sorts first (00-)",
-      f"install the drop-in as {agent_state.DROPIN}: sshd keeps the first value it reads", SERVER)
-def dropin_first(r: Resource) -> Iterator[str]:
-    user_data = r.props.get("userData")
-    try:
-        written = cloudconfig.read(user_data).files if isinstance(user_data, str) else None
-    except ValueError as exc:
-        yield str(exc)
-        return
-    if written is None:
-        yield "userData is missing"
-        return
-    for path in sorted(p for p in written if p.startswith(SSHD_DROPIN_DIR)):
-        if not path[len(SSHD_DROPIN_DIR):].startswith("00-"):
-            yield f"{path} does not sort first (name it 00-*.conf)"
-    if agent_state.DROPIN not in written:
-        yield f"no lockdown drop-in {agent_state.DROPIN} for the first boot"
-
-
-CRYPTO = {
-    "kexalgorithms": ("KexAlgorithms", hardening.KEX),
-    "ciphers": ("Ciphers", hardening.CIPHERS),
-    "macs": ("MACs", hardening.MACS),
-    "hostkeyalgorithms": ("HostKeyAlgorithms", hardening.HOST_KEY_ALGORITHMS),
-    "pubkeyacceptedalgorithms": ("PubkeyAcceptedAlgorithms", hardening.PUBKEY_ALGORITHMS),
-}
-
-
-@rule("sshd-06", "Crypto lists within the hardened set",
-      f"use the lists from cloudinit/hardening.py (version {hardening.VERSION}); re-render the user-data", SERVER)
-def hardened_crypto(r: Resource) -> Iterator[str]:
-    s = _sshd(r)
-    if s is None:
-        yield NO_SSHD
-        return
-    image = r.props.get("image")
-    for key, (directive, table) in CRYPTO.items():
-        value = s.get(key)
-        if not value:
-            yield f"{directive} is unset, so sshd's defaults (with weaker algorithms) apply"
-            continue
-        if value[0] in "+-^":
-            yield f"{directive} modifies sshd's default list ({value[0]}...) instead of replacing it"
-            continue
-        allowed = {name for name, _ in table}
-        known = set(hardening.supported(table, image)) if image in hardening.IMAGES else allowed
-        for name in value.split(","):
-            if name not in allowed:
-                yield f"{directive} allows {name}, which is outside the hardened set"
-            elif name not in known:
-                yield f"{directive} lists {name}, which the sshd of {image} does not know (sshd -t would fail)"
-
-
-BASELINE = {
-    # dev-sec ssh-baseline controls that apply unchanged: directive -> required value.
-    "HostbasedAuthentication": "no",
-    "IgnoreRhosts": "yes",
-    "PermitUserEnvironment": "no",
-    "StrictModes": "yes",
-    "X11Forwarding": "no",
-    "PermitTunnel": "no",
-    "LogLevel": "VERBOSE",
-}
-
-
-@rule("sshd-07", "dev-sec ssh-baseline settings and limits",
-      "restore the directive in the drop-in template (cloudinit/templates/sshd.conf.j2)", SERVER)
-def baseline(r: Resource) -> Iterator[str]:
-    s = _sshd(r)
-    if s is None:
-        yield NO_SSHD
-        return
-    for directive, want in BASELINE.items():
-        have = s.get(directive.lower())
-        if have != want:
-            yield f"{directive} is {have or 'unset'}, want {want}"
-    tries = s.get("maxauthtries", "6")
-    if not tries.isdigit() or int(tries) > hardening.MAX_AUTH_TRIES:
-        yield f"MaxAuthTries is {tries}, want <= {hardening.MAX_AUTH_TRIES}"
-
-
-def pam_lines(text: str) -> list[list[str]]:
-    return [line.split() for line in (raw.split("#", 1)[0].strip() for raw in text.splitlines()) if line]
-
-
-def _pam(r: Resource) -> list[list[str]] | None:
-    text = _file(r, PAM_STAGE)
-    return None if text is None else pam_lines(text)
-
-
-def _module(tokens: list[str]) -> str:
-    return tokens[2].rsplit("/", 1)[-1] if len(tokens) > 2 else ""
-
-
-def _auth(lines: list[list[str]]) -> list[list[str]]:
-    return [t for t in lines if t[0].lstrip("-") == "auth"]
-
-
-@rule("pam-01", "pam_google_authenticator required in the sshd auth stack",
-      "keep 'auth required pam_google_authenticator.so' and no 'sufficient' or pam_permit auth line", SERVER)
-def totp_required(r: Resource) -> Iterator[str]:
-    lines = _pam(r)
-    if lines is None:
-        yield NO_PAM
-        return
-    auth = _auth(lines)
-    if not any(_module(t) == "pam_google_authenticator.so" and t[1] in ("required", "requisite") for t in auth):
-        yield "no 'auth required pam_google_authenticator.so' line"
-    for t in auth:
-        if t[1] == "sufficient" or _module(t) == "pam_permit.so" or "success=done" in " ".join(t[1:2]):
-            yield f"auth line '{' '.join(t[:3])}' can let a login through without the code"
-
-
-@rule("pam-02", "No nullok", "drop nullok: an admin without a TOTP file must be refused, not waved through", SERVER)
-def no_nullok(r: Resource) -> Iterator[str]:
-    lines = _pam(r)
-    if lines is None:
-        yield NO_PAM
-        return
-    for t in _auth(lines):
-        if _module(t) == "pam_google_authenticator.so" and "nullok" in t[3:]:
-            yield "pam_google_authenticator.so has nullok"
-
-
-PASSWORD_STACKS = ("common-auth", "system-auth", "password-auth")
-
-
-@rule("pam-03", "No pam_unix/common-auth in the sshd auth stack",
-      "remove '@include common-auth' and pam_unix from /etc/pam.d/sshd's auth lines: sshd already checked the key",
-      SERVER)
-def no_password_stack(r: Resource) -> Iterator[str]:
-    lines = _pam(r)
-    if lines is None:
-        yield NO_PAM
-        return
-    for t in lines:
-        if t[0] == "@include" and len(t) > 1 and t[1] in PASSWORD_STACKS:
-            yield f"'@include {t[1]}' adds a password prompt (pam_unix)"
-    for t in _auth(lines):
-        if _module(t) == "pam_unix.so":
-            yield "auth uses pam_unix.so (a password prompt)"
-        if t[1] in ("include", "substack") and len(t) > 2 and t[2] in PASSWORD_STACKS:
-            yield f"auth {t[1]}s {t[2]} (a password prompt)"
+def _structure(user_data: str) -> tuple[str, ...]:
+    return tuple(cloudconfig.judge(user_data))
 
 
 # ---------------------------------------------------------------------------------------------------
-# Secrets, by shape. Messages name the property path and the kind, never the value.
+# sshd, PAM and sudo: the desired state in the user-data, judged as the image's tools will read it.
 
-_BASE32_RUN = re.compile(r"(?<![A-Za-z0-9+/])[A-Z2-7]{32,}(?![A-Za-z0-9+/])")
-_BASE32_GROUPS = re.compile(r"(?<![A-Za-z0-9])(?:[A-Z2-7]{4} ){7,}[A-Z2-7]{1,4}(?![A-Za-z0-9])")
+
+@lru_cache(maxsize=64)
+def _judged(user_data: str, image: str) -> Mapping[str, tuple[str, ...]] | str:
+    """policy id -> problems of the desired state the first boot applies, or why it cannot be read."""
+    try:
+        state = cloudconfig.state_of(cloudconfig.read(user_data))
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"the user-data carries no desired state the agent would apply ({exc})"
+    out: dict[str, list[str]] = {}
+    for policy, problem in gate.judge_state(state, image):
+        out.setdefault(policy, []).append(problem)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _gate_check(policy: str) -> Check:
+    def check(r: Resource) -> Iterator[str]:
+        user_data, image = r.props.get("userData"), r.props.get("image")
+        if not isinstance(user_data, str) or image not in hardening.IMAGES:
+            return  # srv-02 / srv-04 report those
+        judged = _judged(user_data, image)
+        if isinstance(judged, str):
+            yield judged
+            return
+        yield from judged.get(policy, ())
+
+    return check
+
+
+GATE_RULES = {
+    "sshd-01": ("Every admin, from every address, needs publickey AND keyboard-interactive",
+                "keep 'AuthenticationMethods publickey,keyboard-interactive' and 'PubkeyAuthentication yes' for every "
+                "admin in the drop-in, globally and in every Match block that can apply (and let every admin in)"),
+    "sshd-02": ("No password authentication for anyone",
+                "set 'PasswordAuthentication no' and 'PermitEmptyPasswords no', in Match blocks too"),
+    "sshd-03": ("No root login; only the stack's accounts",
+                "set 'PermitRootLogin no' and keep AllowUsers to exactly the stack's admins and service accounts"),
+    "sshd-04": ("UsePAM yes and keyboard-interactive on (the TOTP prompt)",
+                "set 'UsePAM yes' and 'KbdInteractiveAuthentication yes' (dev-sec ssh-baseline's "
+                "'ChallengeResponseAuthentication no' would switch the TOTP prompt off)"),
+    "sshd-05": ("sshd reads the drop-in first, accepts it, listens on one port with the pinned key",
+                f"install the design's drop-in as {agent_state.DROPIN} alone: no Include, one Port, only the pinned "
+                "HostKey, no Match on local addresses"),
+    "sshd-06": ("Crypto lists within the hardened set",
+                f"use the lists from cloudinit/hardening.py (version {hardening.VERSION}); re-render the user-data"),
+    "sshd-07": ("dev-sec ssh-baseline settings, limits, forwarding and key sources",
+                "restore the directive in the drop-in template (cloudinit/templates/sshd.conf.j2): keys only from the "
+                "agent's root-owned files, forwarding only as allowForwarding says"),
+    "pam-01": ("The sshd auth stack cannot succeed without pam_google_authenticator",
+               "keep 'auth required pam_google_authenticator.so' with nothing ahead of it that can end the stack "
+               "(sufficient, [success=done], ok, jumps) and no other auth module"),
+    "pam-02": ("No nullok (or other option that waves users through)",
+               "drop nullok, grace_period, secret=, user= and the like: an admin without a TOTP file is refused"),
+    "pam-03": ("No password module in the sshd auth stack",
+               "remove '@include common-auth' and pam_unix from /etc/pam.d/sshd's auth lines: sshd already checked the key"),
+    "pam-04": ("sudo's auth stack needs a code of the admin's sudo seed",
+               "keep /etc/pam.d/sudo and sudo-i as the design writes them (cloudinit/templates/pam-sudo.j2)"),
+    "sudo-01": ("sudo rules exactly as each account's sudo setting says",
+                "keep /etc/sudoers.d/totp-vps as rendered: nopasswd, totp and none per admin, exact commands per "
+                "service account, no Defaults, aliases or includes"),
+    "svc-02": ("Service accounts: key alone only from their networks, no terminal, no forwarding",
+               "keep the design's 'Match User NAME Address NETWORKS' block and AllowUsers NAME@NETWORK entries"),
+    "svc-03": ("No root shell for a service account",
+               "list only the exact programs the automation needs in sudoCommands (no shells, interpreters, editors, "
+               "pagers)"),
+}
+for _id, (_title, _remedy) in GATE_RULES.items():
+    rule(_id, _title, _remedy, SERVER)(_gate_check(_id))
+
+
+@rule("svc-01", "Service accounts are exempt from the code (advisory, never a silent pass)",
+      "review each key-only account: its networks, forced command and sudo commands", SERVER,
+      level=pp.EnforcementLevel.ADVISORY)
+def service_accounts(r: Resource) -> Iterator[str]:
+    user_data = r.props.get("userData")
+    if not isinstance(user_data, str):
+        return
+    try:
+        state = cloudconfig.state_of(cloudconfig.read(user_data))
+    except (ValueError, KeyError, TypeError):
+        return  # srv-05 reports it
+    for account in state["serviceAccounts"]:
+        command = account.get("command") or "any command (no forced command)"
+        yield (f"service account {account['name']} logs in with its key alone (no TOTP) from "
+               f"{', '.join(account['fromCidrs'])}, runs {command}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stack policies: joins across resources, and secrets wherever they go.
+
+
+def _ssh_sources(server: pp.PolicyResource) -> tuple[int, list[Any]]:
+    """(firewall ids the server names, the inbound TCP sources of this stack's firewalls it depends on)."""
+    ids = server.props.get("firewallIds") or []
+    firewalls = [d for d in server.property_dependencies.get("firewallIds", []) if d.resource_type == FIREWALL]
+    sources = [c for fw in firewalls for x in (fw.props.get("rules") or [])
+               if x.get("direction") == "in" and x.get("protocol") == "tcp" for c in (x.get("sourceIps") or [])]
+    return len(ids) - len(firewalls), sources
+
+
+def _foreign_firewalls(resources: Sequence[pp.PolicyResource], report: pp.ReportViolation) -> None:
+    for res in resources:
+        if res.resource_type == SERVER:
+            foreign, _ = _ssh_sources(res)
+            if foreign > 0:
+                report(f"server {res.name}: {foreign} of its firewallIds name no firewall of this stack. Remedy: "
+                       "attach only the stack's firewalls (TotpServer does); a firewall managed elsewhere can change "
+                       "under the stack", res.urn)
+
+
+def _service_networks(resources: Sequence[pp.PolicyResource], report: pp.ReportViolation) -> None:
+    for res in resources:
+        if res.resource_type != SERVER or res.parent is None or res.parent.resource_type != TOTP_SERVER:
+            continue
+        state = res.parent.props.get("desiredState")
+        if not isinstance(state, Mapping):
+            continue
+        _, sources = _ssh_sources(res)
+        allowed = _networks(sources)
+        for account in state.get("serviceAccounts") or []:
+            nets = _networks(account.get("fromCidrs") or [])
+            if allowed and model.covers(nets, allowed):
+                report(f"server {res.name}: service account {account.get('name')} may come from every network the "
+                       "firewall lets reach SSH. Remedy: give fromCidrs only the automation's own hosts, narrower than "
+                       "allowedCidrs", res.urn)
+
+
+# Secrets, by shape and by value. Messages name the property path and the kind, never the value.
+_BASE32_RUN = re.compile(r"(?<![A-Za-z0-9+/])(?:[A-Z2-7]{32,}|[a-z2-7]{32,})(?![A-Za-z0-9+/])")
+_BASE32_GROUPS = re.compile(r"(?<![A-Za-z0-9])(?:[A-Z2-7]{4} ){7,}[A-Z2-7]{1,4}(?![A-Za-z0-9])", re.IGNORECASE)
 _CODE = re.compile(r"(?<![0-9.:/-])[1-9][0-9]{7}(?![0-9.:/-])")
 _CODE_ONLY = re.compile(r"^[1-9][0-9]{7}$")
+_BASE32_SEED = re.compile(r"[A-Z2-7]{26,128}=*")
 
 
 def secret_kinds(value: str) -> set[str]:
@@ -494,70 +395,142 @@ def secret_kinds(value: str) -> set[str]:
     return kinds
 
 
-def scan(tree: Any, path: str, unknown: list[str]) -> Iterator[tuple[str, set[str]]]:
-    """(path, kinds) for every string leaf of a proxied property tree that looks secret.
+@dataclass
+class Known:
+    """The stack's own secret values, in every spelling a leak might use."""
 
-    Unknown leaves are skipped and their paths collected in ``unknown``."""
+    spellings: dict[str, str]
+    """spelling -> what it is (never the spelling itself in a message)."""
+    codes: set[str]
+
+    def kinds(self, value: str) -> set[str]:
+        found = {kind for spelling, kind in self.spellings.items() if spelling in value}
+        if any(code in self.codes for code in _CODE.findall(value)):
+            found.add("a backup code of this stack")
+        return found
+
+
+def _seed_spellings(raw: bytes) -> dict[str, str]:
+    b32 = base64.b32encode(raw).decode()
+    spelled = {b32.rstrip("="): "base32", b32.rstrip("=").lower(): "base32 (lower case)", raw.hex(): "hex",
+               raw.hex().upper(): "hex", base64.b64encode(raw).decode().rstrip("="): "base64",
+               base64.urlsafe_b64encode(raw).decode().rstrip("="): "base64"}
+    return {s: f"a TOTP seed of this stack ({how})" for s, how in spelled.items()}
+
+
+def known_secrets(resources: Sequence[pp.PolicyResource]) -> Known:
+    """Every seed and backup code the stack holds as a secret: random bytes and base32 seeds under a secret
+    mark, and 8-digit codes on their own lines (TOTP files, code lists) inside secret values."""
+    known = Known({}, set())
+    for res in resources:
+        marked = secrecy.secret_paths(res.props)
+        for path, value in _leaves(res.props, ""):
+            if not secrecy.under(path, marked) or not isinstance(value, str):
+                continue
+            candidates: list[bytes] = []
+            if res.resource_type == "random:index/randomBytes:RandomBytes" and path == "base64":
+                with _quiet():
+                    candidates.append(base64.b64decode(value))
+            for token in _BASE32_SEED.findall(value):
+                with _quiet():
+                    candidates.append(base64.b32decode(token + "=" * (-len(token) % 8)))
+            for raw in candidates:
+                if len(raw) >= hardening.SEED_BYTES // 2:
+                    known.spellings.update(_seed_spellings(raw[: hardening.SEED_BYTES]))
+                    known.spellings.update(_seed_spellings(raw))
+            known.codes |= {line.strip() for line in value.splitlines() if _CODE_ONLY.match(line.strip())}
+            if _CODE_ONLY.match(value):
+                known.codes.add(value)
+    return known
+
+
+class _quiet:
+    """Ignore a value that does not decode (it is then no seed)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, (ValueError, binascii.Error))
+
+
+def _leaves(tree: Any, path: str, unknown: list[str] | None = None) -> Iterator[tuple[str, Any]]:
+    """(path, value) of every leaf of a (proxied) property tree; unknown leaves collected in ``unknown``."""
     if isinstance(tree, Mapping):
-        items: Iterator[tuple[str, Any]] = ((f"{path}.{k}" if path else str(k), k) for k in list(tree))
-        getter: Callable[[Any], Any] = tree.__getitem__
+        items: Iterable[tuple[str, Any]] = ((f"{path}.{k}" if path else str(k), k) for k in list(tree) if k != secrecy.KEY)
     elif isinstance(tree, Sequence) and not isinstance(tree, str):
         items = ((f"{path}[{i}]", i) for i in range(len(tree)))
-        getter = tree.__getitem__
     else:
-        if isinstance(tree, str):
-            kinds = secret_kinds(tree)
-            if kinds:
-                yield path, kinds
+        yield path, tree
         return
-    codes = 0
     for sub_path, key in items:
         try:
-            value = getter(key)
+            value = tree[key]
         except UnknownValueError:
-            unknown.append(sub_path)
+            if unknown is not None:
+                unknown.append(sub_path)
             continue
-        if isinstance(value, str) and _CODE_ONLY.match(value):
-            codes += 1
-        yield from scan(value, sub_path, unknown)
-    if codes >= 2:
-        yield path, {"a list of 8-digit backup codes"}
+        yield from _leaves(value, sub_path, unknown)
+
+
+def scan(tree: Any, path: str, unknown: list[str], known: Known | None = None,
+         secrets: Sequence[str] = ()) -> Iterator[tuple[str, set[str]]]:
+    """(path, kinds) for every string leaf of a proxied property tree that looks secret and is not under a
+    secret mark; a mapping or list holding two or more bare 8-digit codes counts as a code list."""
+    codes: dict[str, int] = {}
+    for where, value in _leaves(tree, path, unknown):
+        if secrets and secrecy.under(where, secrets):
+            continue
+        if not isinstance(value, str):
+            continue
+        kinds = secret_kinds(value) | (known.kinds(value) if known else set())
+        if kinds:
+            yield where, kinds
+        if _CODE_ONLY.match(value):
+            parent = re.sub(r"(\[[0-9]+\]|\.[^.\[]+)$", "", where)
+            codes[parent] = codes.get(parent, 0) + 1
+    for parent, count in codes.items():
+        if count >= 2:
+            yield parent, {"a list of 8-digit backup codes"}
 
 
 def _stack_scan(resources: Sequence[pp.PolicyResource], report: pp.ReportViolation, outputs: bool, remedy: str) -> None:
     unknown: list[str] = []
+    known = known_secrets(resources)
     for res in resources:
         if (res.resource_type == STACK) != outputs:
             continue
-        declared = set(res.opts.additional_secret_outputs or [])
-        for key in list(res.props):
-            if key in declared or (res.resource_type, key) in DESIGNATED_SECRET:
-                continue
-            try:
-                value = res.props[key]
-            except UnknownValueError:
-                unknown.append(f"{res.name}.{key}")
-                continue
-            for where, kinds in scan(value, key, unknown):
-                what = "stack output" if outputs else f"{res.resource_type} {res.name}: property"
-                report(f"{what} {where} carries {' and '.join(sorted(kinds))}. Remedy: {remedy}", res.urn)
+        marked = secrecy.secret_paths(res.props)
+        for where, kinds in scan(res.props, "", unknown, known, marked):
+            what = "stack output" if outputs else f"{res.resource_type} {res.name}: property"
+            report(f"{what} {where} carries {' and '.join(sorted(kinds))} without being secret. Remedy: {remedy}", res.urn)
     if unknown:
         # Values not known yet were not checked: say so (advisory) instead of passing them.
         raise UnknownValueError(UNKNOWN_STRING_VALUE, [f"{unknown[0]} (and {len(unknown) - 1} more)"])
 
 
-STACK_RULES = {
+STACK_RULES: dict[str, tuple[str, str, Callable[[Sequence[pp.PolicyResource], pp.ReportViolation], None]]] = {
     "sec-01": (
-        "No stack output carries a seed, backup code or private key",
-        "export secret material only inside the secret 'enrollment' output (Output.secret); "
-        "read it with `pulumi stack output enrollment --show-secrets`",
-        True,
+        "No stack output carries a seed, backup code or private key unless it is secret",
+        "export secret material only with Output.secret (the 'enrollment' output is); read it with "
+        "`pulumi stack output enrollment --show-secrets`",
+        lambda resources, report: _stack_scan(resources, report, True, STACK_RULES["sec-01"][1]),
     ),
     "sec-02": (
-        "No non-secret property carries a seed, backup code or private key",
-        "keep secret material in user-data (with userData in additionalSecretOutputs) or in provider secret outputs; "
-        "never in labels, names, descriptions or component outputs other than 'enrollment'",
-        False,
+        "No property carries a seed, backup code or private key unless it is secret",
+        "wrap secret material in Output.secret (user-data, converge stdin) or keep it in provider secret outputs; "
+        "never in labels, names, descriptions or plain component outputs",
+        lambda resources, report: _stack_scan(resources, report, False, STACK_RULES["sec-02"][1]),
+    ),
+    "srv-06": (
+        "Servers use only this stack's firewalls",
+        "attach the stack's firewalls (TotpServer does)",
+        _foreign_firewalls,
+    ),
+    "svc-04": (
+        "Service accounts come from networks narrower than the admins'",
+        "give fromCidrs only the automation's own hosts",
+        _service_networks,
     ),
 }
 
@@ -612,31 +585,32 @@ def validate_waived(args: pp.ResourceValidationArgs, report: pp.ReportViolation)
                 report(f"{id_} waived by label {label}: {problem}", None)
 
 
-def _stack_validator(outputs: bool, remedy: str) -> pp.StackValidation:
+def _stack_validator(check: Callable[[Sequence[pp.PolicyResource], pp.ReportViolation], None]) -> pp.StackValidation:
     def validate(args: pp.StackValidationArgs, report: pp.ReportViolation) -> None:
-        _stack_scan(args.resources, report, outputs, remedy)
+        check(args.resources, report)
 
     return validate
 
 
 def build_policies() -> list[pp.Policy]:
-    """Every policy of the pack, mandatory by default (pack config ``enforcementLevel`` overrides)."""
+    """Every policy of the pack, mandatory unless advisory by design (pack config ``enforcementLevel`` overrides)."""
+    secrecy.install()
     policies: list[pp.Policy] = [
         pp.ResourceValidationPolicy(
             name=r.id,
             description=r.title,
             validate=_validator(r),
-            enforcement_level=pp.EnforcementLevel.MANDATORY,
+            enforcement_level=r.level,
             remediation_steps=r.remedy,
         )
         for r in RULES.values()
     ]
-    for id_, (title, remedy, outputs) in STACK_RULES.items():
+    for id_, (title, remedy, check) in STACK_RULES.items():
         policies.append(
             pp.StackValidationPolicy(
                 name=id_,
                 description=title,
-                validate=_stack_validator(outputs, remedy),
+                validate=_stack_validator(check),
                 enforcement_level=pp.EnforcementLevel.MANDATORY,
                 remediation_steps=remedy,
             )

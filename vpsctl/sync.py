@@ -32,6 +32,7 @@ import pyotp
 
 from agent import state as st
 from cloudinit import desired as desired_files
+from cloudinit import gate
 from vpsctl import plan as planning
 from vpsctl import sshclient, sshsig, stackoutputs, verify
 from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError
@@ -162,6 +163,12 @@ class Syncer:
 
     def first_login(self, target: Target) -> Session | Outcome:
         """Login 1 and the plan (nothing changes yet); with ``wait``, tried again while the server is not ready yet."""
+        judged = gate.judge_state(target.state, target.state["summary"]["image"])
+        if judged:
+            # The signing key must never vouch for a state that lets a login in without both factors.
+            policy, problem = judged[0]
+            return Outcome(target.server, "refused", f"the desired state fails the gate ({policy}: {problem}"
+                           f"{f'; and {len(judged) - 1} more' if len(judged) > 1 else ''}): nothing was sent")
         seed = seed_of(target.state, self.admin)
         if seed is None:
             return Outcome(target.server, "refused", f"{self.admin} is not an admin in the new state of {target.server}: "
