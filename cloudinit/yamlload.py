@@ -18,6 +18,7 @@ MAX_DEPTH = 32
 MAX_NODES = 100_000
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class YamlError(ValueError):
@@ -31,6 +32,9 @@ class Document:
     data: Any
     duplicate_keys: list[str] = field(default_factory=list)
     """``path: key`` for every mapping key that appears twice (the value read is the last one)."""
+    merge_keys: list[str] = field(default_factory=list)
+    """``line N`` for every merge key (``<<``): its settings are read into the mapping it sits in, where a
+    reader of the text does not look for them and where the duplicate-key walk cannot see them."""
 
 
 def load(text: str | bytes, what: str) -> Document:
@@ -38,22 +42,23 @@ def load(text: str | bytes, what: str) -> Document:
     if len(raw) > MAX_BYTES:
         raise YamlError(f"{what}: {len(raw)} bytes is larger than the {MAX_BYTES}-byte limit")
     try:
-        duplicates = _walk(raw, what)
+        duplicates, merges = _walk(raw, what)
         data = yaml.load(raw, Loader=_LOADER)  # noqa: S506 - a safe loader (CSafeLoader or SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "cannot be parsed"
         raise YamlError(f"{what}{where} is not valid YAML: {_one_line(str(problem))}") from None
-    return Document(data=data, duplicate_keys=duplicates)
+    return Document(data=data, duplicate_keys=duplicates, merge_keys=merges)
 
 
-def _walk(raw: bytes, what: str) -> list[str]:
+def _walk(raw: bytes, what: str) -> tuple[list[str], list[str]]:
     depth = 0
     nodes = 0
     # Per open collection: (is mapping, keys seen, expecting a key next, path).
     stack: list[tuple[bool, set[str], list[bool], str]] = []
     duplicates: list[str] = []
+    merges: list[str] = []
     for ev in yaml.parse(raw, Loader=_LOADER):
         if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
             line = ev.start_mark.line + 1 if ev.start_mark else "?"
@@ -66,6 +71,9 @@ def _walk(raw: bytes, what: str) -> list[str]:
                 is_key = stack[-1][2][0]
                 stack[-1][2][0] = not is_key
                 if is_key and isinstance(ev, yaml.ScalarEvent):
+                    # The safe loader merges a plain `<<` key, or any key tagged !!merge.
+                    if (ev.value == "<<" and ev.implicit[0]) or ev.tag == _MERGE_TAG:
+                        merges.append(f"line {ev.start_mark.line + 1}" if ev.start_mark else "?")
                     if ev.value in stack[-1][1]:
                         duplicates.append(f"{stack[-1][3] or '(top)'}: {ev.value}")
                     stack[-1][1].add(ev.value)
@@ -79,7 +87,7 @@ def _walk(raw: bytes, what: str) -> list[str]:
         elif isinstance(ev, yaml.CollectionEndEvent):
             depth -= 1
             stack.pop()
-    return duplicates
+    return duplicates, merges
 
 
 def _one_line(text: str) -> str:
