@@ -24,10 +24,14 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="vpsctl", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    # Only the command asked for is imported (the others pull in Pulumi, paramiko or hcloud: most of a
+    # second before a bad config can even be reported); the full list only for help and usage errors.
+    chosen = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
+    for name in chosen:
+        module = importlib.import_module(COMMANDS[name])
         summary = (module.__doc__ or "").strip().splitlines()[0]
         module.add_arguments(sub.add_parser(name, help=summary, description=summary))
     args = parser.parse_args(argv)
