@@ -31,7 +31,7 @@ class Document:
 
     data: Any
     duplicate_keys: list[str] = field(default_factory=list)
-    """``path: key`` for every mapping key that appears twice (the value read is the last one)."""
+    """``line N: key`` for every mapping key written again (at line N; the value read is the last one)."""
     merge_keys: list[str] = field(default_factory=list)
     """``line N`` for every merge key (``<<``): its settings are read into the mapping it sits in, where a
     reader of the text does not look for them and where the duplicate-key walk cannot see them."""
@@ -55,14 +55,13 @@ def load(text: str | bytes, what: str) -> Document:
 def _walk(raw: bytes, what: str) -> tuple[list[str], list[str]]:
     depth = 0
     nodes = 0
-    # Per open collection: (is mapping, keys seen, expecting a key next, path).
-    stack: list[tuple[bool, set[str], list[bool], str]] = []
+    # Per open collection: (is mapping, keys seen, expecting a key next).
+    stack: list[tuple[bool, set[str], list[bool]]] = []
     duplicates: list[str] = []
     merges: list[str] = []
     for ev in yaml.parse(raw, Loader=_LOADER):
         if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
-            line = ev.start_mark.line + 1 if ev.start_mark else "?"
-            raise YamlError(f"{what} line {line}: YAML anchors and aliases are not accepted")
+            raise YamlError(f"{what} {_at(ev)}: YAML anchors and aliases are not accepted")
         if isinstance(ev, yaml.NodeEvent):
             nodes += 1
             if nodes > MAX_NODES:
@@ -73,21 +72,23 @@ def _walk(raw: bytes, what: str) -> tuple[list[str], list[str]]:
                 if is_key and isinstance(ev, yaml.ScalarEvent):
                     # The safe loader merges a plain `<<` key, or any key tagged !!merge.
                     if (ev.value == "<<" and ev.implicit[0]) or ev.tag == _MERGE_TAG:
-                        merges.append(f"line {ev.start_mark.line + 1}" if ev.start_mark else "?")
-                    if ev.value in stack[-1][1]:
-                        duplicates.append(f"{stack[-1][3] or '(top)'}: {ev.value}")
+                        merges.append(_at(ev))
+                    if ev.value in stack[-1][1]:  # named where it is written again: that value is the one read
+                        duplicates.append(f"{_at(ev)}: {ev.value}")
                     stack[-1][1].add(ev.value)
         if isinstance(ev, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                line = ev.start_mark.line + 1 if ev.start_mark else "?"
-                raise YamlError(f"{what} line {line}: nested deeper than {MAX_DEPTH} levels")
-            where = f"line {ev.start_mark.line + 1}" if ev.start_mark else ""
-            stack.append((isinstance(ev, yaml.MappingStartEvent), set(), [True], where))
+                raise YamlError(f"{what} {_at(ev)}: nested deeper than {MAX_DEPTH} levels")
+            stack.append((isinstance(ev, yaml.MappingStartEvent), set(), [True]))
         elif isinstance(ev, yaml.CollectionEndEvent):
             depth -= 1
             stack.pop()
     return duplicates, merges
+
+
+def _at(ev: Any) -> str:
+    return f"line {ev.start_mark.line + 1}" if ev.start_mark else "line ?"
 
 
 def _one_line(text: str) -> str:
