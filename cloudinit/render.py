@@ -2,7 +2,9 @@
 reading the template and agent files once.
 
 The user-data only lays the ground for the agent: a lockdown drop-in sshd reads until activation, the agent
-itself, the first desired state, the metadata block and the boot unit; runcmd runs the agent, which does
+itself, the first desired state, the boot unit and the metadata block (bootcmd loads its ruleset at every
+boot, a unit of its own from the second boot on, an nftables.service drop-in after every start, reload and
+stop of the host's firewall); runcmd runs the agent, which does
 the rest exactly as it does for every later change. Before the text is returned it is parsed back the way
 cloud-init reads it and judged against the model (cloudinit.cloudconfig): a renderer bug cannot ship.
 """
@@ -28,6 +30,11 @@ BOOT_STATE = f"{STAGE}/desired.json"
 METADATA_NFT = f"{STAGE}/metadata.nft"
 AGENT_BUNDLE = "/usr/local/lib/totp-vps/agent.bundle"
 BOOT_UNIT = "/etc/systemd/system/totp-vps-boot.service"
+METADATA_ADDRESS = "169.254.169.254"  # Hetzner's metadata service: the user-data, to anyone who asks
+METADATA_UNIT = "/etc/systemd/system/totp-vps-metadata.service"
+METADATA_WANTS = "/etc/systemd/system/sysinit.target.d/totp-vps-metadata.conf"
+NFTABLES_DROPIN = "/etc/systemd/system/nftables.service.d/totp-vps-metadata.conf"
+NFT = "/usr/sbin/nft"
 PATHS = {"stage": STAGE, "dropin": st.DROPIN, "metadata_nft": METADATA_NFT}
 GZIP, BASE64 = "gz+b64", "b64"  # cloud-init's write_files encodings: base64 of gzip, base64
 
@@ -60,8 +67,27 @@ def effective_settings(ssh_port: int) -> tuple[str, ...]:
     return (*st.ADMIN_EFFECTIVE, f"port {ssh_port}")
 
 
+def metadata_ruleset() -> str:
+    """The nftables ruleset that lets only root reach the metadata service (loading it again replaces it)."""
+    return template("metadata.nft.j2").render(address=METADATA_ADDRESS)
+
+
 def metadata_block() -> str:
-    return template("metadata-block.sh.j2").render(paths=PATHS)
+    """The bootcmd script: writes the ruleset and loads it, at every boot (at the first, before write_files)."""
+    return template("metadata-block.sh.j2").render(paths=PATHS, ruleset=metadata_ruleset())
+
+
+def metadata_files() -> list[WriteFile]:
+    """The ruleset and what keeps it loaded: a unit sysinit.target starts at every boot, and the drop-in that
+    loads it again after nftables.service flushed the ruleset."""
+    load = f"{NFT} -f {METADATA_NFT}"
+    unit = METADATA_UNIT.rsplit("/", 1)[1]
+    return [
+        text_file(METADATA_NFT, "0644", metadata_ruleset()),
+        text_file(METADATA_UNIT, "0644", template("totp-vps-metadata.service.j2").render(load=load)),
+        text_file(METADATA_WANTS, "0644", template("totp-vps-metadata.wants.conf.j2").render(unit=unit)),
+        text_file(NFTABLES_DROPIN, "0644", template("nftables-metadata.conf.j2").render(load=load)),
+    ]
 
 
 def fixed_files(ssh_port: int) -> list[WriteFile]:
@@ -71,6 +97,7 @@ def fixed_files(ssh_port: int) -> list[WriteFile]:
         WriteFile(AGENT_BUNDLE, "0644", desired.agent_bundle()),
         text_file(desired.AGENT_COMMAND, "0755", desired.agent_files()[st.LAUNCHER]),
         text_file(BOOT_UNIT, "0644", template("totp-vps-boot.service.j2").render(agent_command=desired.AGENT_COMMAND)),
+        *metadata_files(),
     ]
 
 

@@ -11,12 +11,15 @@ inputs, so the same config always gives the same state, like a real stack whose 
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import json
 import runpy
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as _mocks
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 PROJECT = "totp-vps"
 PROGRAM = Path(__file__).resolve().parent.parent / "__main__.py"
@@ -225,6 +228,38 @@ def _mark_secret(value: struct_pb2.Value) -> None:
     value.struct_value.fields["value"].CopyFrom(inner)
 
 
+@contextlib.contextmanager
+def _closing_workers() -> Iterator[None]:
+    """The SDK's blocking calls run on worker threads of this run's own, and what they leave is closed.
+
+    The SDK hands every registration to the monitor on the event loop's default executor, and the SDK's
+    MockMonitor gives each worker thread an event loop of its own (``_ensure_event_loop`` in
+    pulumi/runtime/mocks.py) that nothing ever closes. A loop is a reference cycle (its self-pipe's reader
+    callback holds it), so such a loop is only collected at interpreter exit, where the collector may
+    finalise its self-pipe socket first; ``loop.__del__`` then fails with "Exception ignored ... Invalid
+    file descriptor: -1", a traceback after the command's own output, in some runs and not others."""
+    loop = _ensure_event_loop()  # the main thread's loop: _sync_await runs the program on it
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def own_loop() -> None:
+        worker_loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(worker_loop)  # what the monitor's _ensure_event_loop finds in this thread
+        loops.append(worker_loop)
+
+    workers = ThreadPoolExecutor(thread_name_prefix="mockengine", initializer=own_loop)
+    # asyncio has no public getter; the previous executor (usually none) serves registrations made
+    # outside a run again afterwards (the tests' autouse mocks).
+    previous = loop._default_executor
+    loop.set_default_executor(workers)
+    try:
+        yield
+    finally:
+        workers.shutdown(wait=True)
+        for worker_loop in loops:
+            worker_loop.close()
+        loop._default_executor = previous
+
+
 def run(
     config: Mapping[str, Any],
     secret_config: Mapping[str, Any] | None = None,
@@ -240,6 +275,12 @@ def run(
     ``pulumi config set --secret`` would. ``mocks``: provider stand-ins (default :class:`DeterministicMocks`).
     Process-global (the SDK's mock settings are): one run at a time.
     """
+    with _closing_workers():
+        return _run(config, secret_config, program=program, stack=stack, preview=preview, mocks=mocks)
+
+
+def _run(config: Mapping[str, Any], secret_config: Mapping[str, Any] | None, *, program: Callable[[], None] | None,
+         stack: str, preview: bool, mocks: pulumi.runtime.Mocks | None) -> ProgramRun:
     monitor = RecordingMonitor(mocks or DeterministicMocks())
     settings.ROOT.set(None)  # a fresh root stack per run, so exports never leak between runs
     _mocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)

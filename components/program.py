@@ -12,7 +12,7 @@ import pulumi_tls as tls
 from pulumi.runtime import config as runtime_config
 
 from cloudinit import stackconfig
-from cloudinit.model import ConfigError
+from cloudinit.model import NOT_SHOWN, ConfigError, printable
 from components import firewalls
 from components.bootstrap_key import BootstrapKey, BootstrapKeyArgs
 from components.converge import Converge, ConvergeArgs
@@ -29,30 +29,34 @@ def read_config() -> tuple[stackconfig.StackConfig, dict[str, str]]:
     # Every key set in our namespace, so a misspelt one is an error rather than silently ignored.
     every_key = {*runtime_config.CONFIG.get(), *runtime_config.get_config_env()}
     present = {k.partition(":")[2] for k in every_key if k.startswith(f"{NS}:")}
-    plain = {key: _value(config.get(key)) for key in sorted(present - stackconfig.SECRET_KEYS)}
+    plain = {key: _value(config.get(key), key) for key in sorted(present - stackconfig.SECRET_KEYS)}
     parsed = stackconfig.parse(plain)
     overrides: dict[str, str] = {}
     if "seedOverrides" in present:
         if not runtime_config.is_config_secret(f"{NS}:seedOverrides"):
             raise ConfigError(f"{NS}:seedOverrides", "[secret]", "holds TOTP seeds: set it with `pulumi config set --secret`")
         # Read plainly only to validate; the component wraps each seed in Output.secret at once.
-        raw = _value(config.get("seedOverrides"))
+        raw = _value(config.get("seedOverrides"), "seedOverrides")
         if not isinstance(raw, dict):
             raise ConfigError(f"{NS}:seedOverrides", "[secret]", "must map admin names to base32 seeds")
         overrides = {str(k): v for k, v in raw.items()}
         admins = {a.name for s in parsed.servers for a in s.admins}
         for name in overrides:
             if name not in admins:
-                raise ConfigError(f"{NS}:seedOverrides.{name}", name, f"is not an admin (admins: {sorted(admins)})")
+                # The name goes into the setting's path only when it is a plain label (the value shows it escaped).
+                at = f"{NS}:seedOverrides.{name}" if printable(name) and len(name) <= 64 else f"{NS}:seedOverrides"
+                raise ConfigError(at, name, f"is not an admin (admins: {sorted(admins)})")
     return parsed, overrides
 
 
-def _value(raw: str | None) -> Any:
+def _value(raw: str | None, key: str) -> Any:
     """Pulumi hands objects, numbers and booleans over as JSON text, and strings as themselves."""
     try:
         return json.loads(raw) if raw is not None else None
     except json.JSONDecodeError:
         return raw
+    except RecursionError:  # the decoder's limit (about 1000 levels); Pulumi's YAML reader allows ten times that
+        raise ConfigError(f"{NS}:{key}", NOT_SHOWN, "is nested too deeply to be a setting") from None
 
 
 def build() -> dict[str, Any]:

@@ -19,9 +19,8 @@ import yaml
 from conftest import require, require_tool
 from sshd_harness import new_key
 
-from cloudinit import pam
 from agent import state as st
-from cloudinit import Admin, ConfigError, Server, check_fits, cloudconfig, desired, hardening, render_user_data
+from cloudinit import Admin, ConfigError, Server, check_fits, cloudconfig, desired, gate, hardening, pam, render_user_data
 from cloudinit.model import ServiceAccount
 from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_key_pair
 
@@ -115,7 +114,7 @@ def test_output_is_cloud_config_that_parses(rendered: tuple[Server, str, dict[st
     data = yaml.safe_load(user_data)
     assert isinstance(data, dict)
     assert data["disable_root"] is True and data["ssh_pwauth"] is False
-    assert data["users"] == [], "cloud-init creates no account: the agent does, from the desired state"
+    assert data["users"] == {}, "cloud-init creates no account: the agent does, from the desired state"
     assert data["runcmd"] == [[desired.AGENT_COMMAND, "boot"]]
     assert cloudconfig.judge(user_data) == []
 
@@ -177,8 +176,10 @@ def test_totp_files_in_the_desired_state(rendered: tuple[Server, str, dict[str, 
 
 def test_pam_stacks_need_the_code_and_never_a_password(rendered: tuple[Server, str, dict[str, AdminSecrets]]) -> None:
     files = state_of(rendered[1])["files"]
-    for service in ("sshd", "sudo", "sudo-i"):
-        assert pam.judge_auth(service, pam_reader(files), "pam_google_authenticator.so") == [], service  # type: ignore[arg-type]
+    for service, allowed in (("sshd", frozenset()), ("sudo", gate.SUDO_ARGS), ("sudo-i", gate.SUDO_ARGS)):
+        assert pam.judge_auth(service, pam_reader(files), gate.TOTP_MODULE, allowed=allowed) == [], service  # type: ignore[arg-type]
+    # sudo reads the root-owned seed as root: exactly those two options, any other value is weakening.
+    assert set(files[st.PAM_SUDO[0]].split()) >= gate.SUDO_ARGS  # type: ignore[index]
     assert "user_readenv=1" not in files[st.PAM_SSHD], "no ~/.pam_environment: the drop-in says no user environment"  # type: ignore[index]
 
 

@@ -42,7 +42,10 @@ def _exit_codes(exits: dict[int, str]) -> str:
     return "exit codes:\n" + "".join(f"  {code:<4} {meaning}\n" for code, meaning in sorted(every.items()))
 
 
-def parser() -> Parser:
+def parser(argv: list[str] | None = None) -> Parser:
+    """The CLI's parser. Only the command ``argv`` names is imported (the others pull in Pulumi, paramiko
+    or hcloud: most of a second before a bad config can even be reported); every one for help and usage
+    errors."""
     top = Parser(
         prog="vpsctl",
         description=__doc__,
@@ -51,8 +54,9 @@ def parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands", help="one of:")
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    chosen = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
+    for name in chosen:
+        module = importlib.import_module(COMMANDS[name])
         doc = (module.__doc__ or "").strip()
         sub_parser = sub.add_parser(
             name,
@@ -68,7 +72,8 @@ def parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     command = "vpsctl"
     try:
-        args = parser().parse_args(argv)  # a bad argument ends here: Parser.error, exit 2
+        argv = sys.argv[1:] if argv is None else argv
+        args = parser(argv).parse_args(argv)  # a bad argument ends here: Parser.error, exit 2
         command = f"vpsctl {args.command}"
         code = int(importlib.import_module(COMMANDS[args.command]).run(args))
         sys.stdout.flush()  # a closed pipe shows here, in the handlers below, not in the flush at exit

@@ -13,10 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import pulumi
-
 from cloudinit import stackconfig
-from components import mockengine
 from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError
 from vpsctl.files import load_json, load_stack_file
 
@@ -44,16 +41,23 @@ def load(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from policy import offline  # imported here: `vpsctl --help` needs no policy SDK
-
     plain, secret = load(args.config)
     policy_config = load_json(args.policy_config, "--policy-config") if args.policy_config else None
     if policy_config is not None and not isinstance(policy_config, Mapping):
         raise CliError(f"--policy-config: {args.policy_config} must hold an object keyed by policy id")
+    # Imported only now: the Pulumi and policy SDKs take most of a second to load, and a bad file is
+    # reported without them.
+    import pulumi
+
+    from components import mockengine
+    from policy import offline
+
     try:
         program_run = mockengine.run(plain, secret)
-    except pulumi.RunError as exc:
-        raise CliError(str(exc)) from None
+    except mockengine.ProgramFailed as exc:
+        if isinstance(exc.__cause__, pulumi.RunError):  # the program's one-line config error ("totp-vps config: ...")
+            raise CliError(str(exc)) from None
+        raise
     try:
         servicer_config = dict(policy_config) if policy_config else None
         findings = offline.check(program_run, servicer_config)
