@@ -159,9 +159,11 @@ class ServiceAccount:
         if self.command is not None and (not printable(self.command) or not state.COMMAND.fullmatch(self.command)):
             raise ConfigError(f"{w}.command", self.command,
                               "must be an absolute program path and its arguments, printable, without quotes, \\ or #")
-        if not _strings(self.sudo_commands):
+        if not isinstance(self.sudo_commands, tuple | list):
             raise ConfigError(f"{w}.sudoCommands", self.sudo_commands, "must be a list of command lines")
         for i, command in enumerate(self.sudo_commands):
+            if not isinstance(command, str):
+                raise ConfigError(f"{w}.sudoCommands[{i}]", command, "must be a command line (a string)")
             if len(command) > 256 or not _SUDO_COMMAND.fullmatch(command):
                 raise ConfigError(
                     f"{w}.sudoCommands[{i}]", command,
@@ -453,7 +455,10 @@ def check_ssh_public_key(line: object, key: str) -> None:
     """Raise ConfigError unless ``line`` is one strong OpenSSH public key without options, whose comment is a
     printable label (sshd and the agent write it to authorized_keys: no line breaks of any kind)."""
     if not isinstance(line, str) or len(line) > 16384:
-        raise ConfigError(key, line, "must be one OpenSSH public key line")
+        raise ConfigError(key, NOT_SHOWN, "must be one OpenSSH public key line")
+    if "PRIVATE KEY" in line or line.lstrip().startswith("-----BEGIN"):
+        # Never echoed: it is (part of) a private key.
+        raise ConfigError(key, NOT_SHOWN, "is a private key: give the public half (the .pub file's line)")
     if not line.isprintable():
         raise ConfigError(key, line, "must be one line of printable characters (no control or line-break characters)")
     parts = line.split(" ")
@@ -461,8 +466,7 @@ def check_ssh_public_key(line: object, key: str) -> None:
         raise ConfigError(key, line, "must be 'TYPE BASE64 [comment]'")
     kind, b64 = parts[0], parts[1]
     if kind not in SSH_KEY_TYPES:
-        hint = "; pass the public half (.pub)" if "PRIVATE" in line or line.startswith("-----") else ""
-        raise ConfigError(key, kind[:40], f"key type not accepted; use one of {sorted(SSH_KEY_TYPES)}{hint}")
+        raise ConfigError(key, kind[:40], f"key type not accepted; use one of {sorted(SSH_KEY_TYPES)}")
     try:
         blob = base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError):

@@ -170,6 +170,10 @@ def from_stack_file(document: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
     for full_key, value in config.items():
         namespace, _, key = str(full_key).partition(":")
         if namespace != NAMESPACE:
+            if key in KEYS:
+                # A misspelt project name would leave the setting unread (a plain-text seed unremarked).
+                shown = str(full_key) if printable(full_key) and len(str(full_key)) <= 64 else "a key"
+                raise ConfigError(shown, NOT_SHOWN, f"is not read (the project is {NAMESPACE}): write {NAMESPACE}:{key}")
             continue  # hcloud:token and other providers' settings are not ours to read
         if key in SECRET_KEYS:
             if not _encrypted(value):

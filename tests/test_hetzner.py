@@ -312,7 +312,8 @@ def test_a_firewall_keeps_its_identity_when_its_networks_change() -> None:
     assert [f.rules for f in before.firewalls] != [f.rules for f in after.firewalls]
     moved = example()
     moved["servers"][0]["sshPort"] = 2200
-    assert firewalls.plan(stackconfig.parse(moved).servers, "p", "s").by_server["web-1"][0].key != before.by_server["web-1"][0].key
+    moved_plan = firewalls.plan(stackconfig.parse(moved).servers, "p", "s")
+    assert moved_plan.by_server["web-1"][0].key != before.by_server["web-1"][0].key
 
 
 def test_rule_sets_differing_only_in_networks_get_distinct_stable_names() -> None:

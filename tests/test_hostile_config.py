@@ -676,9 +676,6 @@ def test_every_string_setting_refuses_every_control_character(tmp_path: Path, ca
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:60])
 
 
-@pytest.mark.xfail(strict=True, reason="cloudinit/model.py check_ssh_public_key refuses a multi-line value as not one line "
-                   "and quotes its first 77 characters before it looks for PRIVATE: the start of a PKCS#8 Ed25519 or a "
-                   "SEC1 EC private key body is the secret itself")
 def test_a_pasted_private_key_is_not_quoted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     secret = hashlib.sha256(b"pasted private key").digest()
     keys = {
