@@ -288,11 +288,10 @@ def check_sshd(state: dict[str, Any]) -> None:
     inside = [st.first_host(c) for s in state["serviceAccounts"] for c in s["fromCidrs"]]
     # Every address any file sshd reads names (a Match Address block), not only the probes.
     addresses = st.probe_addresses([read(p) or "" for p in sshd_files()]) + inside
-    common = {"port": [str(port)], "allowusers": st.allow_users(state), "authorizedkeysfile": [f"{st.KEYS_DIR}/%u"],
-              "authorizedkeyscommand": ["none"], "authorizedprincipalsfile": ["none"], "trustedusercakeys": ["none"]}
+    common = {"port": [str(port)], "allowusers": st.allow_users(state)}
     checks: list[tuple[str, str, tuple[str, ...], str | None]] = [
-        (a["name"], addr, st.ADMIN_EFFECTIVE, None) for a in state["admins"] for addr in dict.fromkeys(addresses)]
-    checks += [(s["name"], st.first_host(c), st.SERVICE_EFFECTIVE, s.get("command") or "none")
+        (a["name"], addr, st.admin_lines(state), None) for a in state["admins"] for addr in dict.fromkeys(addresses)]
+    checks += [(s["name"], st.first_host(c), (*st.SERVICE_EFFECTIVE, *st.KEY_SOURCES), s.get("command") or "none")
                for s in state["serviceAccounts"] for c in s["fromCidrs"]]
     checks.append(("root", st.PROBES[0], ("permitrootlogin no",), None))
     for name, addr, wanted, forced in checks:

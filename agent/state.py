@@ -114,6 +114,35 @@ def probe_addresses(texts: list[str]) -> list[str]:
     return list(found)
 
 
+# ... and the rest of what an admin's connection must show: dev-sec ssh-baseline, keys only from the
+# agent's root-owned files, forwarding as the stack says (admin_lines).
+ADMIN_BASELINE = (
+    "hostbasedauthentication no",
+    "ignorerhosts yes",
+    "permituserenvironment no",
+    "strictmodes yes",
+    "x11forwarding no",
+    "permittunnel no",
+    "gatewayports no",
+    "usedns no",
+    "loglevel VERBOSE",
+    "forcecommand none",
+)
+KEY_SOURCES = (
+    f"authorizedkeysfile {KEYS_DIR}/%u",
+    "authorizedkeyscommand none",
+    "authorizedprincipalsfile none",
+    "trustedusercakeys none",
+)
+FORWARDING = ("allowtcpforwarding", "allowagentforwarding", "allowstreamlocalforwarding")
+
+
+def admin_lines(state: dict[str, Any]) -> tuple[str, ...]:
+    """Every ``sshd -T -C`` line an admin's connection must show under ``state``."""
+    forwarding = "yes" if state["summary"].get("allowForwarding") else "no"
+    return (*ADMIN_EFFECTIVE, *ADMIN_BASELINE, *KEY_SOURCES, *(f"{k} {forwarding}" for k in FORWARDING))
+
+
 SERIAL = re.compile(r"[0-9a-f]{64}")
 NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")

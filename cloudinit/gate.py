@@ -41,11 +41,6 @@ SUDO_ARGS = frozenset({f"secret={st.SUDO_TOTP_DIR}/${{USER}}", "user=root"})
 ADMIN_POLICY = {"authenticationmethods": "sshd-01", "pubkeyauthentication": "sshd-01", "passwordauthentication": "sshd-02",
                 "permitemptypasswords": "sshd-02", "permitrootlogin": "sshd-03", "usepam": "sshd-04",
                 "kbdinteractiveauthentication": "sshd-04"}  # fmt: skip
-BASELINE = {"hostbasedauthentication": "no", "ignorerhosts": "yes", "permituserenvironment": "no", "strictmodes": "yes",
-            "x11forwarding": "no", "permittunnel": "no", "gatewayports": "no", "loglevel": "VERBOSE", "usedns": "no",
-            "authorizedkeysfile": f"{st.KEYS_DIR}/%u", "authorizedkeyscommand": "none",
-            "authorizedprincipalsfile": "none", "trustedusercakeys": "none", "forcecommand": "none"}  # fmt: skip
-FORWARDING = ("allowtcpforwarding", "allowagentforwarding", "allowstreamlocalforwarding")
 CRYPTO = {"kexalgorithms": hardening.KEX, "ciphers": hardening.CIPHERS, "macs": hardening.MACS,
           "hostkeyalgorithms": hardening.HOST_KEY_ALGORITHMS, "pubkeyacceptedalgorithms": hardening.PUBKEY_ALGORITHMS}
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
@@ -174,24 +169,18 @@ def _listener(values: Mapping[str, tuple[str, ...]], port: int) -> Iterator[Find
 
 
 def _admin(values: Mapping[str, tuple[str, ...]], where: str, state: Mapping[str, Any], image: str) -> Iterator[Finding]:
-    for line in st.ADMIN_EFFECTIVE:
+    for line in st.admin_lines(dict(state)):
         keyword, want = line.split(" ", 1)
         have = values.get(keyword)
         if have != (want,):
             why = {"authenticationmethods": " (both factors, the key then the code)", "usepam": " (no PAM: no code)",
                    "kbdinteractiveauthentication": " (the code prompt)"}.get(keyword, "")  # fmt: skip
-            yield ADMIN_POLICY[keyword], f"{where}: {keyword} is {_show(have)}, want {want}{why}"
-    for keyword, want in BASELINE.items():
-        have = values.get(keyword)
-        if have != (want,):
-            yield "sshd-07", f"{where}: {keyword} is {_show(have)}, want {want}"
+            if keyword in st.FORWARDING:
+                why = " (allowForwarding)"
+            yield ADMIN_POLICY.get(keyword, "sshd-07"), f"{where}: {keyword} is {_show(have)}, want {want}{why}"
     tries = values.get("maxauthtries", ("6",))[0]
     if not tries.isdigit() or int(tries) > hardening.MAX_AUTH_TRIES:
         yield "sshd-07", f"{where}: maxauthtries is {tries}, want <= {hardening.MAX_AUTH_TRIES}"
-    forwarding = "yes" if state["summary"].get("allowForwarding") else "no"
-    for keyword in FORWARDING:
-        if values.get(keyword) != (forwarding,):
-            yield "sshd-07", f"{where}: {keyword} is {_show(values.get(keyword))}, want {forwarding} (allowForwarding)"
     for keyword, table in CRYPTO.items():
         known = set(hardening.supported(table, image))
         for name in ",".join(values.get(keyword, ())).split(","):
@@ -200,16 +189,13 @@ def _admin(values: Mapping[str, tuple[str, ...]], where: str, state: Mapping[str
 
 
 def _service(values: Mapping[str, tuple[str, ...]], where: str, account: Mapping[str, Any]) -> Iterator[Finding]:
-    for line in st.SERVICE_EFFECTIVE:
+    for line in (*st.SERVICE_EFFECTIVE, *st.KEY_SOURCES):
         keyword, want = line.split(" ", 1)
         if values.get(keyword) != (want,):
             yield "svc-02", f"{where}: {keyword} is {_show(values.get(keyword))}, want {want}"
     forced = account.get("command") or "none"
     if values.get("forcecommand") != (forced,):
         yield "svc-02", f"{where}: forcecommand is {_show(values.get('forcecommand'))}, want {forced}"
-    for keyword in ("authorizedkeysfile", "authorizedkeyscommand", "authorizedprincipalsfile", "trustedusercakeys"):
-        if values.get(keyword) != (BASELINE[keyword],):
-            yield "svc-02", f"{where}: {keyword} is {_show(values.get(keyword))}, want {BASELINE[keyword]}"
 
 
 # ------------------------------------------------------------------------------------------------- PAM
