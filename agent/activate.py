@@ -293,7 +293,7 @@ def check_sshd(state: dict[str, Any]) -> None:
         (a["name"], addr, st.admin_lines(state), None) for a in state["admins"] for addr in dict.fromkeys(addresses)]
     checks += [(s["name"], st.first_host(c), (*st.SERVICE_EFFECTIVE, *st.KEY_SOURCES), s.get("command") or "none")
                for s in state["serviceAccounts"] for c in s["fromCidrs"]]
-    checks.append(("root", st.PROBES[0], ("permitrootlogin no",), None))
+    checks += [("root", addr, ("permitrootlogin no",), None) for addr in dict.fromkeys(addresses)]
     for name, addr, wanted, forced in checks:
         have = effective(name, addr, port)
         expect = {**common, **{k: [v] for k, v in (line.split(" ", 1) for line in wanted)}}
