@@ -147,18 +147,27 @@ class Syncer:
         if self.prompt is not None:
             return self.prompt(f"{target.server}: {self.admin}'s {when} code: ")
         totp = pyotp.TOTP(seed)
-        now = time.time()
-        code = next(c for c in (totp.at(now), totp.at(now + 30), totp.at(now + 60)) if c not in used)
-        used.add(code)
-        return code
+        for _ in range(3):
+            now = time.time()
+            # What the server accepts now (WINDOW_SIZE 3: this step and one either side), not used yet (DISALLOW_REUSE).
+            code = next((c for c in (totp.at(now), totp.at(now + 30), totp.at(now - 30)) if c not in used), None)
+            if code is not None:
+                used.add(code)
+                return code
+            time.sleep(30 - now % 30 + 0.5)  # each of them was used: the next step brings a new one
+        raise AssertionError("no TOTP code left after two steps")  # cannot happen: a step adds a code
 
     def first_codes(self, target: Target, seed: str, used: set[str]) -> list[str]:
-        """Login 1's codes: the current seed's, then (one more round on the same connection) the previous
-        seed's, which a server not synced since the admin's last rotation still has."""
-        codes = [self.code(target, seed, "current", used)]
+        """Login 1's codes, one round each on the same connection: the current seed's now, then the next
+        step's (the code of now may have been used within the last minute, by another sync or login), then
+        the previous seed's, which a server not synced since the admin's last rotation still has."""
+        taken = set(used)  # only codes that are really sent count as used (the caller records those)
+        codes = [self.code(target, seed, "current", taken)]
+        if self.prompt is None:
+            codes.append(self.code(target, seed, "current", taken))
         previous = (self.outputs["sync"].get("previousSeeds") or {}).get(target.server, {}).get(self.admin)
         if self.prompt is None and isinstance(previous, str) and previous != seed:
-            codes.append(self.code(target, previous, "previous", used))
+            codes.append(self.code(target, previous, "previous", taken))
         return codes
 
     def first_login(self, target: Target) -> Session | Outcome:
@@ -192,12 +201,14 @@ class Syncer:
         used: set[str] = set()
         tried = []
         for server_port, port in target.ports:
+            codes = self.first_codes(target, seed, used)
             try:
-                attempt = sshclient.login(port, self.admin, key=self.key, code=self.first_codes(target, seed, used),
-                                          host=target.host, pinned=" ".join(target.pinned), timeout=self.timeout, keep=True)
+                attempt = sshclient.login(port, self.admin, key=self.key, code=codes, host=target.host,
+                                          pinned=" ".join(target.pinned), timeout=self.timeout, keep=True)
             except sshclient.HostKeyMismatch as exc:
                 return Outcome(target.server, "unreachable", f"port {server_port}: the server presented {exc.presented}, "
                                "not the pinned host key; nothing was sent")
+            used |= set(codes[: sum(method == "keyboard-interactive" for method, _ in attempt.steps)])
             if attempt.steps == (("connect", "disconnected"),):
                 tried.append(f"port {server_port}: {attempt.error}")
                 continue
@@ -207,8 +218,10 @@ class Syncer:
                             "booting, or its first-boot activation failed and its console log says why)")
                 hint = ""
                 if attempt.refused_at == "keyboard-interactive":
-                    hint = (f"; if {self.admin}'s seed was rotated since the server last synced, log in as another admin "
-                            "(--as) or type the code (--prompt-code)")
+                    hint = (f"; each code works once and the server takes 3 logins per 30 s per admin: if another sync or "
+                            f"login as {self.admin} ran within the last minute, wait a minute and run again; if {self.admin}'s "
+                            "seed was rotated since the server last synced, log in as another admin (--as) or type the code "
+                            "(--prompt-code)")
                 return Outcome(target.server, "unreachable", f"login as {self.admin} on port {server_port}: {attempt}{hint}")
             status = agent_command(attempt, "status")
             if status.get("result") == "failed":
