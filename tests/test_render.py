@@ -352,3 +352,21 @@ def test_vpsctl_render_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     assert "servers[1].sshPort" in lines[0] and "70000" in lines[0]
     assert "Traceback" not in result.stderr
     assert not out.exists(), "a failed render wrote files"
+
+
+def test_vpsctl_render_writes_nothing_when_a_later_server_does_not_fit(tmp_path: Path) -> None:
+    """Every server is rendered before anything is written: db-1 over Hetzner's limit leaves no web-1 files."""
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    def noise() -> str:  # incompressible, so the packed state does not shrink it away
+        return base64.b64encode(os.urandom(1200)).decode()
+
+    many = [{"name": f"ops{i}", "sshKeys": [f"{new_key(f'ops{i}')[1]} {noise()}"]} for i in range(24)]
+    config["config"]["totp-vps:admins"] += many
+    config["config"]["totp-vps:servers"][0]["admins"] = ["alice"]
+    config["config"]["totp-vps:servers"][1]["admins"] = ["alice", *(a["name"] for a in many)]
+    bad = tmp_path / "Pulumi.big.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    result = vpsctl("render", "--config", str(bad), "--out", str(out))
+    assert result.returncode == 2 and "over Hetzner's" in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))

@@ -99,12 +99,15 @@ def run(args: argparse.Namespace) -> int:
     everything = dict(reuse)
     signer = signing_key(reuse)
     everything[SIGNING_KEY] = {"private": signer.private_openssh, "public": signer.public_openssh}
-    for server in select(config, args.server):
+    rendered = []
+    for server in select(config, args.server):  # every server first: a refused one leaves no half-written DIR
         admin_secrets, host_key = server_secrets(server, reuse)
         user_data = render.render_user_data(server, admin_secrets, host_key, signer.public_openssh)
+        everything[server.name] = secrets.to_json(admin_secrets, host_key)
+        rendered.append((server, user_data, host_key))
+    for server, user_data, host_key in rendered:
         write_private(out / server.name / "user-data", user_data)
         write_private(out / server.name / "host_ed25519.pub", host_key.public_openssh + "\n")
-        everything[server.name] = secrets.to_json(admin_secrets, host_key)
         print(f"{out / server.name / 'user-data'}: {len(user_data.encode())} bytes, "
               f"{len(server.admins)} admin(s), image {server.image}, ssh port {server.ssh_port}")
     write_private(out / SECRETS_FILE, json.dumps(everything, indent=2) + "\n")
