@@ -149,13 +149,14 @@ def test_the_sync_input_is_secret_and_no_other_input_or_output_carries_secret_ma
         assert not secret_kinds(str(value)) and not [n for n in needles if n in str(value)], path
 
 
-def test_the_policy_pack_sees_the_sync_input_declared_secret() -> None:
-    """The pack cannot see Output.secret, only additionalSecretOutputs (policy/policies.py): without it, sec-02 fires."""
+def test_the_policy_pack_sees_the_sync_input_secret() -> None:
+    """The pack judges by the engine's secret marks (policy/secrecy.py): stdin without Output.secret is sec-02."""
     run = mockengine.run(with_operator(example()))
     ours = {r.urn for r in run.registrations if r.type in (COMMAND, CONVERGE)}
     assert [f for f in offline.check(run) if f.urn in ours] == []
     for reg in run.of_type(COMMAND):
         assert reg.options["additionalSecretOutputs"] == ["stdin"]
+        reg.inputs["stdin"] = reg.outputs["stdin"] = mockengine.unwrap(reg.inputs["stdin"])
         reg.options["additionalSecretOutputs"] = []
     assert {f.policy for f in offline.check(run) if f.urn in ours} == {"sec-02"}
 

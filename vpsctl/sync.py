@@ -158,16 +158,19 @@ class Syncer:
         raise AssertionError("no TOTP code left after two steps")  # cannot happen: a step adds a code
 
     def first_codes(self, target: Target, seed: str, used: set[str]) -> list[str]:
-        """Login 1's codes, one round each on the same connection: the current seed's now, then the next
-        step's (the code of now may have been used within the last minute, by another sync or login), then
-        the previous seed's, which a server not synced since the admin's last rotation still has."""
+        """Login 1's codes, one round each on the same connection: the current seed's now, then the previous
+        seed's (a server not synced since the admin's last rotation still has it) or, without a rotation,
+        the current seed's next step (the code of now may have been used within the last minute)."""
         taken = set(used)  # only codes that are really sent count as used (the caller records those)
         codes = [self.code(target, seed, "current", taken)]
-        if self.prompt is None:
-            codes.append(self.code(target, seed, "current", taken))
+        if self.prompt is not None:
+            return codes
+        # Two rounds at most: the server takes 3 logins per 30 s, and login 2 needs one of them.
         previous = (self.outputs["sync"].get("previousSeeds") or {}).get(target.server, {}).get(self.admin)
-        if self.prompt is None and isinstance(previous, str) and previous != seed:
+        if isinstance(previous, str) and previous != seed:
             codes.append(self.code(target, previous, "previous", taken))
+        else:
+            codes.append(self.code(target, seed, "current", taken))
         return codes
 
     def first_login(self, target: Target) -> Session | Outcome:
