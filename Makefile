@@ -3,17 +3,20 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 # Host tools the real tests and the lab use (Debian package names).
-APT_PACKAGES := openssh-server openssh-client libpam-google-authenticator pamtester cloud-init zbar-tools sudo \
+APT_PACKAGES := python3-venv openssh-server openssh-client libpam-google-authenticator pamtester cloud-init zbar-tools sudo \
 	qemu-system-x86 qemu-utils mmdebstrap genisoimage e2fsprogs nftables iproute2 util-linux
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: lab test deps bench check render
+.PHONY: lab test deps bench check render venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+# The project's virtualenv alone (every README command runs .venv/bin/python).
+venv: $(VENV)/.installed
 
 # As root, install what is missing; otherwise say what is missing (those tests skip locally, fail in CI).
 deps:

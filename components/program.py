@@ -132,5 +132,5 @@ def build() -> dict[str, Any]:
 def _convergence(name: str, stack: str, converge: Converge | None) -> dict[str, Any]:
     """What brings a server to its desiredSerial: pulumi up (and what its last sync proved), or the command to run."""
     if converge is None:
-        return {"converge": f"python -m vpsctl sync --stack {stack} --server {name}"}
+        return {"converge": f".venv/bin/python -m vpsctl sync --stack {stack} --server {name}"}
     return {"converge": "pulumi up", "converged": converge.converged, "convergedSerial": converge.converged_serial}

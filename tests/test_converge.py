@@ -78,7 +78,7 @@ def test_without_an_operator_nothing_logs_in_and_the_outputs_say_what_to_run() -
     outputs = mockengine.redact(run.stack_outputs)
     assert outputs["syncNeeded"] == ["db-1", "web-1"]
     for name, server in outputs["servers"].items():
-        assert server["converge"] == f"python -m vpsctl sync --stack offline --server {name}"
+        assert server["converge"] == f".venv/bin/python -m vpsctl sync --stack offline --server {name}"
         assert "converged" not in server and "convergedSerial" not in server
     assert "operator" not in outputs, "None is not exported"
 
