@@ -152,10 +152,13 @@ class Syncer:
             return Outcome(target.server, "refused", f"{self.admin} is not an admin in the new state of {target.server}: "
                            "sync logs in as an admin who exists before and after the change (choose one with --as)")
         used: set[str] = set()
+        # Once, before the ports are tried: a port that does not answer uses no code, and taking new ones for the
+        # next port would push login 2's code beyond the server's window (WINDOW_SIZE 3: one step either side).
+        codes = self.first_codes(target, seed, used)
         tried = []
         for server_port, port in target.ports:
             try:
-                attempt = sshclient.login(port, self.admin, key=self.key, code=self.first_codes(target, seed, used),
+                attempt = sshclient.login(port, self.admin, key=self.key, code=codes,
                                           host=target.host, pinned=" ".join(target.pinned), timeout=self.timeout, keep=True)
             except sshclient.HostKeyMismatch as exc:
                 return Outcome(target.server, "unreachable", f"port {server_port}: the server presented {exc.presented}, "
