@@ -191,3 +191,19 @@ def test_a_state_folder_holds_one_lab_and_nothing_else(tmp_path: Path) -> None:
     with pytest.raises(CliError, match="holds the lab of server 'web-1', not 'db-1'"):
         lab_up(path, tmp_path / "state", server="db-1")
     assert config_name(path) == "dev" and config_name(Path("stack.yml")) == "stack"
+
+
+def test_identity_is_a_private_key_whose_public_half_the_lab_derives(tmp_path: Path) -> None:
+    keygen = require_tool("ssh-keygen")
+    for kind, bits in (("ed25519", []), ("rsa", ["-b", "2048"])):
+        subprocess.run([keygen, "-q", "-t", kind, *bits, "-N", "", "-C", "me", "-f", str(tmp_path / kind)], check=True)
+    public = (tmp_path / "ed25519.pub").read_text().split()
+    assert stack.identity_public(tmp_path / "ed25519").split()[:2] == public[:2]
+    with pytest.raises(CliError, match=r"^--identity: .*ed25519\.pub is a public key; give the private key file"):
+        stack.identity_public(tmp_path / "ed25519.pub")
+    renamed = tmp_path / "looks-private"
+    renamed.write_text((tmp_path / "ed25519.pub").read_text())
+    with pytest.raises(CliError, match="is a public key"):
+        stack.identity_public(renamed)  # by its content, whatever the name
+    with pytest.raises(ValueError, match=r"^--identity: RSA keys need at least 3072 bits"):
+        stack.identity_public(tmp_path / "rsa")  # the servers would refuse it: said before anything is made
