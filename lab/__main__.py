@@ -147,10 +147,15 @@ def run(args: argparse.Namespace) -> int:
         with state.writing():
             if args.fresh:
                 state.fresh()
+            new_stack = not state.engine.exists()
             lab = up(choice, state, release, identities)
             state.update_record(image=server.image)
             host_port = state.record().get("hostPort")
-        kept = "kept from the last run; --fresh makes new ones" if not lab.made else "made now: later runs keep them"
+        if new_stack:
+            kept = "made now; later runs keep them"
+        else:
+            kept = "kept from the last run" + (f", {len(lab.made)} new as the config asks" if lab.made else "")
+            kept += "; --fresh makes new ones"
         _say(f"lab: state in {state.path} (seeds, backup codes and host key {kept})")
         for setting in choice.encrypted:
             _say(f"lab: note: {setting} is encrypted; the lab makes its own seeds instead")
@@ -181,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             _say(f"Log in as {admin} (the key, then the 6-digit code):\n  "
                  + show.login_command(lab, admin, vm.host_port, identity, state.known_hosts))
             _say(f"Change the config and apply it to this running server: python -m lab sync --config {config}"
-                 + (f" --state-dir {state.path}" if args.state_dir else ""))
+                 + (f" --server {server.name}" if args.server else "") + (f" --state-dir {state.path}" if args.state_dir else ""))
             _say("\nThe VM runs until you press Ctrl-C (or power it off from inside: sudo poweroff).")
             try:
                 vm.wait_exit(None)

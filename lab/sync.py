@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         now = enrolled(new.outputs, server.name)
         for name in new.server.admin_names:
             if phones.get(name) != now[name]:
-                say(f"\nlab: {name} is {'rotated' if name in phones else 'new'} on {server.name}: enroll the new seed")
+                what = "has a new seed (rotated, or a sudo code of its own)" if name in phones else "is new"
+                say(f"\nlab: {name} {what} on {server.name}: enroll it")
                 show.enrollment(new, name, state.path, uri=args.uri)
                 key = (identities.get(name) or {}).get("file") or str(state.key_file(name))
                 say("Log in: " + show.login_command(new, name, ports[new.server.ssh_port], Path(key), state.known_hosts))

@@ -207,3 +207,15 @@ def test_identity_is_a_private_key_whose_public_half_the_lab_derives(tmp_path: P
         stack.identity_public(renamed)  # by its content, whatever the name
     with pytest.raises(ValueError, match=r"^--identity: RSA keys need at least 3072 bits"):
         stack.identity_public(tmp_path / "rsa")  # the servers would refuse it: said before anything is made
+
+
+def test_service_accounts_get_lab_keys_and_the_operator_the_lab_key_file(tmp_path: Path) -> None:
+    config = values()
+    config["serviceAccounts"] = [{"name": "deploy", "sshKeys": [ed25519_key("deploy@ci")[1]], "fromCidrs": ["198.51.100.0/28"]}]
+    config["operator"] = {"admin": "bob", "identityFile": "~/.ssh/id_ed25519"}
+    state, lab = lab_up(write_config(tmp_path / "Pulumi.dev.yaml", config), tmp_path / "state")
+    account = lab.outputs["desiredState"]["web-1"]["serviceAccounts"][0]
+    blob = state.key("deploy").public.split()[1]
+    assert mode(state.key_file("deploy")) == 0o600 and len(account["keys"]) == 1 and blob in account["keys"][0]
+    assert account["fromCidrs"] == ["198.51.100.0/28"], "the account's networks stay as written"
+    assert lab.outputs["operator"] == {"admin": "bob", "identityFile": str(state.key_file("bob"))}

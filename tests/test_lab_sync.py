@@ -85,8 +85,9 @@ def test_dry_run_shows_the_plan_then_a_sync_lets_carol_in_and_keeps_bob_out(runn
     assert done.returncode == 0, done.stdout + done.stderr
     assert "web-1: confirmed" in done.stdout and "FAILED" not in done.stdout, done.stdout
     after = json.loads(state.outputs.read_text())
-    assert "lab: carol is new on web-1" in done.stdout and after["enrollment"]["web-1"]["carol"]["manualKey"] in done.stdout
-    assert "lab: alice is" not in done.stdout, "alice kept her seed: no new enrollment for her"
+    assert "lab: carol is new on web-1: enroll it" in done.stdout
+    assert after["enrollment"]["web-1"]["carol"]["manualKey"] in done.stdout
+    assert "lab: alice" not in done.stdout, "alice kept her seed: no new enrollment for her"
     for image in ("carol.png", "carol.svg"):
         assert stat.S_IMODE((state.path / image).stat().st_mode) == 0o600
     assert f"-i {state.key_file('carol')} -p {server.port}" in done.stdout
