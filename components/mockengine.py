@@ -7,6 +7,10 @@ Two things the stock MockMonitor gets wrong for us are fixed here: it ignores
 ``additional_secret_outputs`` (so provider-secret outputs such as RandomBytes.base64 would look plain),
 and it drops ``register_outputs``. Provider outputs are deterministic functions of the resource name and
 inputs, so the same config always gives the same state, like a real stack whose state already exists.
+
+``StatefulMocks`` is the other engine: the lab's. Its random bytes and private keys are real randomness,
+kept in a state (keyed by URN) from one run to the next for as long as the inputs that make the real
+provider replace them stay the same, as ``pulumi up`` keeps them in a stack's state.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import functools
 import hashlib
 import json
+import os
 import runpy
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +43,12 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 PROJECT = "totp-vps"
 PROGRAM = Path(__file__).resolve().parent.parent / "__main__.py"
 SECRET = "[secret]"  # noqa: S105 - the placeholder shown instead of a secret
+RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
+PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+STATE_FORMAT = "totp-vps/mock-engine-state/1"
+# The inputs whose change makes the provider replace the resource (RequiresReplace in the Terraform providers
+# pulumi-random and pulumi-tls bridge): a replacement has new randomness, any other run keeps what it had.
+REPLACED_ON = {RANDOM_BYTES: ("keepers", "length"), PRIVATE_KEY: ("algorithm", "ecdsaCurve", "rsaBits")}
 
 
 @dataclass
@@ -140,14 +153,17 @@ def _numeric_id(name: str) -> str:
     return str(int.from_bytes(_digest(name)[:4], "big") % 90_000_000 + 10_000_000)
 
 
+def _key_state(key: ed25519.Ed25519PrivateKey) -> dict[str, str]:
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return {"privateKeyOpenssh": private.decode(), "publicKeyOpenssh": public.decode() + "\n"}
+
+
 @functools.cache
 def _host_key_state(name: str) -> dict[str, str]:
     """Serialised once per name: the OpenSSH format embeds a random check number, and a real stack
     keeps the key text from its first creation in state."""
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(_digest(name)[:32])
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return {"privateKeyOpenssh": private.decode(), "publicKeyOpenssh": public.decode() + "\n"}
+    return _key_state(ed25519.Ed25519PrivateKey.from_private_bytes(_digest(name)[:32]))
 
 
 class DeterministicMocks(pulumi.runtime.Mocks):
@@ -157,10 +173,10 @@ class DeterministicMocks(pulumi.runtime.Mocks):
         inputs = dict(args.inputs)
         plain = unwrap(inputs)
         rid = _numeric_id(args.name)
-        if args.typ == "random:index/randomBytes:RandomBytes":
+        if args.typ == RANDOM_BYTES:
             raw = _stream(_digest(args.name, plain.get("keepers")), int(plain["length"]))
             inputs.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
-        elif args.typ == "tls:index/privateKey:PrivateKey":
+        elif args.typ == PRIVATE_KEY:
             inputs.update(_host_key_state(args.name))
         elif args.typ == "hcloud:index/server:Server":
             n = int(rid) % 250 + 1
@@ -173,6 +189,61 @@ class DeterministicMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+# The URN of the resource being registered on this thread: the SDK hands Mocks.new_resource no URN, and it
+# registers from a pool of threads, so RecordingMonitor passes it along here.
+_registering = threading.local()
+
+
+class StatefulMocks(DeterministicMocks):
+    """The providers' stateful resources as a real stack has them: RandomBytes and PrivateKey get real randomness
+    (``os.urandom``, a new Ed25519 key) when created or replaced, and keep their outputs across runs while the
+    inputs that force a replacement stay the same. Everything else is DeterministicMocks'.
+
+    ``state`` (from :attr:`state` of an earlier run, or None for a new stack): what the stack's state holds.
+    After a run, :attr:`state` holds exactly the resources that run registered (the others were deleted, as
+    ``pulumi up`` deletes them) and :attr:`made` the URNs that got new randomness."""
+
+    def __init__(self, state: Mapping[str, Any] | None = None) -> None:
+        if state is not None and state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a mock engine state (want format {STATE_FORMAT})")
+        self._before: dict[str, Any] = copy.deepcopy(dict(state["resources"])) if state else {}
+        self._after: dict[str, Any] = {}
+        self.made: list[str] = []
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {"format": STATE_FORMAT, "resources": copy.deepcopy(self._after)}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if args.typ not in REPLACED_ON:
+            return super().new_resource(args)
+        urn: str = _registering.urn
+        plain = unwrap(dict(args.inputs))
+        # Through JSON, so what is compared is what the state file holds (tuples and lists alike).
+        forcing = json.loads(json.dumps({k: plain.get(k) for k in REPLACED_ON[args.typ]}))
+        with self._lock:
+            old = self._before.get(urn)
+            if old is not None and old.get("type") == args.typ and old.get("inputs") == forcing:
+                outputs = old["outputs"]
+            else:
+                outputs = _fresh(args.typ, plain)
+                self.made.append(urn)
+            self._after[urn] = {"type": args.typ, "inputs": forcing, "outputs": outputs}
+        return _numeric_id(args.name), {**dict(args.inputs), **outputs}
+
+
+def _fresh(typ: str, inputs: Mapping[str, Any]) -> dict[str, str]:
+    """A new resource's outputs, random as the real provider makes them."""
+    if typ == RANDOM_BYTES:
+        raw = os.urandom(int(inputs["length"]))
+        return {"base64": base64.b64encode(raw).decode(), "hex": raw.hex()}
+    if inputs.get("algorithm") != "ED25519":
+        raise ValueError(f"the mock engine makes Ed25519 private keys only, not {inputs.get('algorithm')!r}")
+    return _key_state(ed25519.Ed25519PrivateKey.generate())
+
+
 class RecordingMonitor(_mocks.MockMonitor):
     """MockMonitor that records registrations and honours additional_secret_outputs."""
 
@@ -182,6 +253,7 @@ class RecordingMonitor(_mocks.MockMonitor):
         self._by_urn: dict[str, Registration] = {}
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        _registering.urn = self.make_urn(request.parent, request.type, request.name)
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
@@ -272,7 +344,8 @@ def run(
     """Run ``program`` (default: the real ``__main__.py``) with ``totp-vps:`` config values.
 
     ``config``/``secret_config``: keys without the namespace; secret ones are marked secret, as
-    ``pulumi config set --secret`` would. ``mocks``: provider stand-ins (default :class:`DeterministicMocks`).
+    ``pulumi config set --secret`` would. ``mocks``: the providers (default: a new DeterministicMocks;
+    a StatefulMocks carries a stack's state).
     Process-global (the SDK's mock settings are): one run at a time.
     """
     with _closing_workers():

@@ -9,6 +9,7 @@ file, also on exceptions and Ctrl-C. The guest has no network except one forward
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import json
 import re
@@ -31,6 +32,7 @@ from lab.image import Image
 BEGIN, END = "TOTP-VPS-LAB-REPORT-BEGIN", "TOTP-VPS-LAB-REPORT-END"
 _FINISHED = re.compile(r"Cloud-init v\. \S+ finished at .* Up ([0-9.]+) seconds")
 POLL = 0.2  # seconds between looks at the serial log while waiting for a guest event
+NETDEV = "n0"  # the guest's one network device (user networking), which hostfwd_add names
 
 
 class VMError(RuntimeError):
@@ -42,6 +44,53 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As qemu's forward binds it: connections of an earlier run still in TIME_WAIT do not make it busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def monitor_command(monitor_socket: Path, command: str, timeout: float = 5) -> str:
+    """Send one human-monitor command to a running qemu and return its reply (the text between the echoed
+    command and the next prompt; empty when the command had nothing to say). OSError if qemu is not there."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
+        mon.settimeout(timeout)
+        mon.connect(str(monitor_socket))
+        seen = b""
+        while seen.count(b"(qemu)") < 1:  # the banner's prompt: the monitor is ready
+            chunk = mon.recv(4096)
+            if not chunk:
+                raise ConnectionError("the qemu monitor closed the connection")
+            seen += chunk
+        start = len(seen)
+        mon.sendall(command.encode() + b"\n")
+        while seen.count(b"(qemu)") < 2:  # the next prompt: the command ran (closing earlier drops it)
+            chunk = mon.recv(4096)
+            if not chunk:
+                break
+            seen += chunk
+    # The monitor echoes the command as a terminal line editor would (cursor escapes, then CR LF).
+    answer = seen[start:].rpartition(b"(qemu)")[0]
+    return answer.partition(b"\r\n")[2].decode(errors="replace").replace("\r", "").strip()
+
+
+def add_forward(monitor_socket: Path, guest_port: int, attempts: int = 3) -> int:
+    """Forward a new loopback port to ``guest_port`` of a running guest (qemu's ``hostfwd_add``, no restart):
+    the host port it took."""
+    reply = ""
+    for _ in range(attempts):  # another process may take the free port before qemu does
+        port = free_port()
+        reply = monitor_command(monitor_socket, f"hostfwd_add {NETDEV} tcp:127.0.0.1:{port}-:{guest_port}")
+        if not reply:
+            return port
+    raise VMError(f"qemu did not add a forward to guest port {guest_port}: {reply}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +165,8 @@ class VM:
     cpus: int = 2
     keep_dir: bool = False
     """Keep the work directory (serial log, seed, overlay) after closing."""
+    preferred_port: int | None = None
+    """Loopback port to forward to the guest if it is free (the lab keeps the one of its last run), else any."""
     workdir: Path = field(init=False)
     host_port: int = field(init=False, default=0)
     started_at: float = field(init=False, default=0.0)
@@ -130,6 +181,15 @@ class VM:
     @property
     def serial_log(self) -> Path:
         return self.workdir / "serial.log"
+
+    @property
+    def monitor_socket(self) -> Path:
+        """qemu's human monitor (:func:`monitor_command`), for other processes too (``lab sync`` adds forwards)."""
+        return self.workdir / "monitor.sock"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def serial(self) -> str:
         try:
@@ -187,19 +247,20 @@ class VM:
             "-drive", f"file={overlay},if=virtio,format=qcow2",
             "-drive", f"file={iso},if=virtio,format=raw,readonly=on",
             # restrict=on: nothing leaves the guest; the one way in is the forwarded loopback port.
-            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.host_port}-:{self.guest_port}",
-            "-device", "virtio-net-pci,netdev=n0,romfile=",
+            "-netdev", f"user,id={NETDEV},restrict=on,hostfwd=tcp:127.0.0.1:{self.host_port}-:{self.guest_port}",
+            "-device", f"virtio-net-pci,netdev={NETDEV},romfile=",
             # Entropy from the host: an emulated CPU has no RDRAND, and a guest kernel waiting to seed its
             # random pool under software emulation can stall the boot for minutes.
             "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
             "-serial", f"file:{self.serial_log}",
-            "-monitor", f"unix:{self.workdir / 'monitor.sock'},server=on,wait=off",
+            "-monitor", f"unix:{self.monitor_socket},server=on,wait=off",
         ]
 
     def start(self, attempts: int = 3) -> None:
         overlay, iso = self._overlay(), self._seed()
-        for _ in range(attempts):
-            self.host_port = free_port()
+        for attempt in range(attempts):
+            wanted = self.preferred_port if attempt == 0 else None
+            self.host_port = wanted if wanted is not None and port_is_free(wanted) else free_port()
             self.serial_log.unlink(missing_ok=True)
             self.started_at = time.monotonic()
             with open(self.workdir / "qemu.log", "wb") as qemu_log:
@@ -252,24 +313,20 @@ class VM:
         match = _FINISHED.search(self.serial())
         return float(match.group(1)) if match else None
 
+    def how_it_stopped(self) -> str | None:
+        """After qemu exited on its own: "powered off" or "rebooted" (the kernel's last words on the serial
+        console; qemu runs with -no-reboot, so a reboot ends it too), None if the kernel said neither."""
+        text = self.serial()
+        for line, meaning in (("reboot: Power down", "powered off"), ("reboot: Restarting system", "rebooted")):
+            if line in text:
+                return meaning
+        return None
+
     # --- stop ------------------------------------------------------------------------------------
     def monitor(self, command: str) -> None:
         """Send one human-monitor command (system_powerdown, quit); errors are ignored (qemu may be gone)."""
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
-                mon.settimeout(5)
-                mon.connect(str(self.workdir / "monitor.sock"))
-                seen = b""
-                while seen.count(b"(qemu)") < 1:  # the banner's prompt: the monitor is ready
-                    seen += mon.recv(4096) or b"(qemu)"
-                mon.sendall(command.encode() + b"\n")
-                while seen.count(b"(qemu)") < 2:  # the next prompt: the command ran (closing earlier drops it)
-                    chunk = mon.recv(4096)
-                    if not chunk:
-                        break
-                    seen += chunk
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            monitor_command(self.monitor_socket, command)
 
     def wait_exit(self, timeout: float | None) -> bool:
         if self._proc is None:

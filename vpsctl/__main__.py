@@ -37,7 +37,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)} (see --help)\n")
 
 
-def _exit_codes(exits: dict[int, str]) -> str:
+def exit_codes(exits: dict[int, str]) -> str:
+    """The help's exit-code block: the command's own codes and the ones every command shares."""
     every = {**exits, EXIT_USAGE: BAD_INPUT, EXIT_INTERRUPTED: INTERRUPTED, EXIT_BROKEN_PIPE: BROKEN_PIPE}
     return "exit codes:\n" + "".join(f"  {code:<4} {meaning}\n" for code, meaning in sorted(every.items()))
 
@@ -49,7 +50,7 @@ def parser(argv: list[str] | None = None) -> Parser:
     top = Parser(
         prog="vpsctl",
         description=__doc__,
-        epilog=_exit_codes({EXIT_OK: "done", EXIT_FAIL: "a check failed (verify, check)"})
+        epilog=exit_codes({EXIT_OK: "done", EXIT_FAIL: "a check failed (verify, check)"})
         + f'\nMore: {README}, section "Operator CLI".',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -62,7 +63,7 @@ def parser(argv: list[str] | None = None) -> Parser:
             name,
             help=doc.splitlines()[0],
             description=doc,
-            epilog=_exit_codes(module.EXITS) + f'\nMore: {README}, section "{module.README_SECTION}".',
+            epilog=exit_codes(module.EXITS) + f'\nMore: {README}, section "{module.README_SECTION}".',
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub_parser)

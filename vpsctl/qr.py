@@ -40,10 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def entry(outputs: Mapping[str, Any], server: str, admin: str) -> tuple[str, pyotp.TOTP, list[str]]:
     """(otpauth URI, parsed TOTP, backup codes) of one admin; CliError (without the values) if malformed."""
-    item = outputs["enrollment"][server][admin]
+    return parse_item(outputs["enrollment"][server][admin], f"enrollment of {admin} on {server}")
+
+
+def parse_item(item: Mapping[str, Any], where: str) -> tuple[str, pyotp.TOTP, list[str]]:
+    """(otpauth URI, parsed TOTP, backup codes) of one enrollment entry (an admin's, or its ``sudo`` one)."""
     uri = item.get("otpauthUri")
     codes = item.get("backupCodes")
-    where = f"enrollment of {admin} on {server}"
     if not isinstance(uri, str) or not uri.startswith("otpauth://totp/"):
         raise CliError(f"{where}: no otpauthUri (otpauth://totp/...) in the outputs")
     try:

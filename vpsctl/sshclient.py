@@ -8,6 +8,7 @@ the server answered. It never raises for a refusal: the result says where the lo
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 import time
@@ -15,6 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import paramiko
+
+# A connection that fails is a step of the login's result (Login.error), not a traceback: paramiko's transport thread
+# logs one at ERROR through a logger with no handler, which Python prints on stderr (a port that accepts and then
+# resets, as qemu's forward to a guest port nobody listens on does).
+logging.getLogger("paramiko.transport").addHandler(logging.NullHandler())
 
 
 class HostKeyMismatch(paramiko.SSHException):

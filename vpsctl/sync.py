@@ -201,7 +201,7 @@ class Syncer:
     def first_login_once(self, target: Target, seed: str) -> Session | Outcome | str:
         """One try of login 1, with fresh codes (a try that got no session or met the lockdown never reached PAM).
         A string says why the server is not ready yet: no SSH session on any port, or the first-boot lockdown."""
-        used: set[str] = set()
+        used: set[str] = set()  # the codes really sent: a port that does not answer uses none
         tried = []
         for server_port, port in target.ports:
             codes = self.first_codes(target, seed, used)
