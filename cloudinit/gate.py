@@ -212,7 +212,9 @@ def _pam(state: Mapping[str, Any]) -> Iterator[Finding]:
 def _pam_policy(problem: str, stack_policy: str) -> str:
     """pam-02: an option of the module that waves users through; pam-03: a password module; otherwise the
     stack's own policy (pam-01 sshd, pam-04 sudo)."""
-    if stack_policy == "pam-01" and f"{TOTP_MODULE} " in problem and ": " in problem and pam.BYPASS not in problem:
+    if stack_policy != "pam-01":
+        return stack_policy
+    if re.search(rf"{re.escape(TOTP_MODULE)} \S+: ", problem):  # "...so nullok: users without ..."
         return "pam-02"
     if "asks for a password" in problem:
         return "pam-03"

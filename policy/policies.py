@@ -249,12 +249,12 @@ def _structure(user_data: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=64)
-def _judged(user_data: str, image: str) -> Mapping[str, tuple[str, ...]] | str:
-    """policy id -> problems of the desired state the first boot applies, or why it cannot be read."""
+def _judged(user_data: str, image: str) -> Mapping[str, tuple[str, ...]] | None:
+    """policy id -> problems of the desired state the first boot applies (None: there is none to judge)."""
     try:
         state = cloudconfig.state_of(cloudconfig.read(user_data))
-    except (ValueError, KeyError, TypeError) as exc:
-        return f"the user-data carries no desired state the agent would apply ({exc})"
+    except (ValueError, KeyError, TypeError):
+        return None
     out: dict[str, list[str]] = {}
     for policy, problem in gate.judge_state(state, image):
         out.setdefault(policy, []).append(problem)
@@ -267,10 +267,8 @@ def _gate_check(policy: str) -> Check:
         if not isinstance(user_data, str) or image not in hardening.IMAGES:
             return  # srv-02 / srv-04 report those
         judged = _judged(user_data, image)
-        if isinstance(judged, str):
-            yield judged
-            return
-        yield from judged.get(policy, ())
+        if judged is not None:  # no desired state cloud-init and the agent would apply: srv-05 says why
+            yield from judged.get(policy, ())
 
     return check
 
