@@ -517,3 +517,20 @@ def test_the_old_light_on_dark_drawing_does_not_scan_on_a_light_terminal(tmp_pat
         image.write_bytes(png(paint(light_on_dark(uri), theme).pixels))
         results[theme.name] = zbar(image).stdout
     assert results == {"light": "", "dark": uri + "\n"}, {k: bool(v) for k, v in results.items()}
+
+
+def test_qr_sudo_shows_the_sudo_seed_of_a_sudo_totp_admin(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = configs.example()
+    config["admins"][1]["sudo"] = "totp"
+    outputs = mockengine.unwrap(mockengine.run(config).stack_outputs)
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+    sudo_seed = pyotp.parse_uri(outputs["enrollment"]["web-1"]["bob"]["sudo"]["otpauthUri"]).secret
+    login_seed = pyotp.parse_uri(outputs["enrollment"]["web-1"]["bob"]["otpauthUri"]).secret
+    code, out, err = qr(capsys, "--from", str(path), "--server", "web-1", "--admin", "bob", "--sudo")
+    assert code == 0, err
+    assert "bob@web-1 sudo" in out and "sudo's code for bob on web-1" in out
+    assert enrollment.manual_key(sudo_seed) in out and enrollment.manual_key(login_seed) not in out
+    assert "Log in with" not in out  # the login command belongs to the login seed
+    code, _out, err = qr(capsys, "--from", str(path), "--server", "web-1", "--admin", "alice", "--sudo")
+    assert code == 2 and "alice has no sudo code on web-1" in err and len(err.splitlines()) == 1

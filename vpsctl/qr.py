@@ -36,11 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for kind in ("svg", "png"):
         image.add_argument(f"--{kind}", metavar="FILE", help=f"write the QR as {kind.upper()} to FILE (mode 0600), not on screen")
     parser.add_argument("--uri", action="store_true", help="also print the otpauth:// URI (it contains the secret)")
+    parser.add_argument("--sudo", action="store_true",
+                        help="the code sudo asks for (an admin with sudo: totp has a seed of its own for it)")
 
 
-def entry(outputs: Mapping[str, Any], server: str, admin: str) -> tuple[str, pyotp.TOTP, list[str]]:
-    """(otpauth URI, parsed TOTP, backup codes) of one admin; CliError (without the values) if malformed."""
-    return parse_item(outputs["enrollment"][server][admin], f"enrollment of {admin} on {server}")
+def entry(outputs: Mapping[str, Any], server: str, admin: str, sudo: bool = False) -> tuple[str, pyotp.TOTP, list[str]]:
+    """(otpauth URI, parsed TOTP, backup codes) of one admin (or of their sudo seed); CliError (without the
+    values) if malformed or absent."""
+    item = outputs["enrollment"][server][admin]
+    if not sudo:
+        return parse_item(item, f"enrollment of {admin} on {server}")
+    if not isinstance(item, Mapping) or not isinstance(item.get("sudo"), Mapping):
+        raise CliError(f"--sudo: {printable(admin)} has no sudo code on {printable(server)} (their sudo setting is not totp)")
+    return parse_item(item["sudo"], f"sudo enrollment of {admin} on {server}")
 
 
 def parse_item(item: Mapping[str, Any], where: str) -> tuple[str, pyotp.TOTP, list[str]]:
@@ -69,7 +77,7 @@ def image_bytes(uri: str, kind: str) -> bytes:
 def run(args: argparse.Namespace) -> int:
     outputs = stackoutputs.load(args)
     choice = stackoutputs.choose(outputs, args.server, args.admin)
-    uri, totp, codes = entry(outputs, choice.server, choice.admin)
+    uri, totp, codes = entry(outputs, choice.server, choice.admin, args.sudo)
 
     image = args.svg or args.png
     if image:  # before anything is printed: a file that cannot be written is bad input, exit 2 and nothing shown
@@ -83,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     # Names (and the URI, the ssh command) come from the stack outputs: a control character in one must
     # not reach the terminal as such. The seed and the codes are checked above (base32, digits).
     account, issuer, admin, server = (printable(str(v)) for v in (totp.name, totp.issuer, choice.admin, choice.server))
-    out.write(f"{account} ({issuer}): TOTP enrollment for {admin} on {server}\n")
+    what = "sudo's code" if args.sudo else "TOTP enrollment"
+    out.write(f"{account} ({issuer}): {what} for {admin} on {server}\n")
     out.write("Everything below is secret: show it to nobody, and clear the screen afterwards.\n\n")
     if image:
         out.write(f"QR code written to {image} (mode 0600). Scan it, then delete the file: it holds the secret.\n")
@@ -101,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         "Store them offline: in a password manager, or printed and locked away; never next to the SSH key.\n"
         "At the code prompt, type one instead of the 6-digit code. Used up or lost: rotate (docs/enrollment.md).\n"
     )
-    command = _ssh_command(outputs, choice)
+    command = None if args.sudo else _ssh_command(outputs, choice)
+    if args.sudo:
+        out.write("\nsudo asks for this code (\"Verification code:\"), never for the login's.\n")
     if command:
         out.write(f"\nLog in with `{printable(command)}`: the SSH key first, then the 6-digit code from the app.\n")
     return EXIT_OK
