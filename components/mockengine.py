@@ -273,7 +273,7 @@ class RecordingMonitor(_mocks.MockMonitor):
                 "additionalSecretOutputs": list(request.additionalSecretOutputs),
                 "replaceOnChanges": list(request.replaceOnChanges),
                 "deleteBeforeReplace": request.deleteBeforeReplace,
-                "aliases": [a.urn for a in request.aliases if a.urn],
+                "aliases": [_alias_urn(a, request, response.urn) for a in request.aliases],
                 # Every resource this one waits for: depends_on (a component expanded to its children) and inputs.
                 "dependencies": list(request.dependencies),
                 # Which resources each input came from (the engine hands these to stack policies).
@@ -290,6 +290,23 @@ class RecordingMonitor(_mocks.MockMonitor):
         if reg is not None:
             reg.outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
         return super().RegisterResourceOutputs(request)
+
+
+def _alias_urn(alias: Any, request: Any, urn: str) -> str:
+    """The URN an alias stands for. The SDK sends an alias by its parts (an alias spec, such as only an old name)
+    when the monitor supports that, as the real engine does; the engine then fills in the rest from the resource
+    itself: same stack, project, type and parent unless the alias names others."""
+    if alias.urn:
+        return str(alias.urn)
+    spec = alias.spec
+    stack, project, qualified, _ = urn.removeprefix("urn:pulumi:").split("::", 3)
+    prefix = qualified.removesuffix(request.type)  # a child's type carries its parents' (parent$child)
+    if spec.noParent:
+        prefix = ""
+    elif spec.parentUrn:
+        prefix = spec.parentUrn.split("::")[2] + "$"
+    name, type_ = spec.name or request.name, spec.type or request.type
+    return f"urn:pulumi:{spec.stack or stack}::{spec.project or project}::{prefix}{type_}::{name}"
 
 
 def _mark_secret(value: struct_pb2.Value) -> None:

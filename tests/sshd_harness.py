@@ -55,7 +55,7 @@ from vpsctl.sshclient import Login, login
 
 SSHD = "/usr/sbin/sshd"
 AGENT = "/usr/local/sbin/totp-vps-activate"
-_DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _OVERLAYS = ("/etc", "/usr/local", "/var/lib")
 # PID 1 of the namespace: reaps orphans (ended sessions, the agent's watchdog) so nothing lingers as a zombie.
 _REAPER = "import os, time\nwhile True:\n    try:\n        os.wait()\n    except ChildProcessError:\n        time.sleep(0.2)\n"
@@ -193,11 +193,18 @@ class Server:
             raise RuntimeError(f"writing files in the server failed: {done.stderr}")
 
     def reload(self) -> None:
-        """SIGHUP sshd, as `systemctl reload ssh` does (bypassing the agent)."""
+        """SIGHUP sshd, as `systemctl reload ssh` does (bypassing the agent); returns once the new configuration
+        listens. sshd re-executes itself on SIGHUP and opens a new listening socket: until then the old one may
+        still answer, so wait for the new socket, not for any answer."""
+        before = _listeners(self.port)
         done = self.root(["sh", "-c", "kill -HUP $(cat /run/sshd.pid)"])
         if done.returncode != 0:
             raise RuntimeError(done.stderr)
-        _wait_listening(self.port, 10)
+        deadline = time.monotonic() + 10
+        while not _listeners(self.port) - before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not _wait_listening(self.port, max(deadline - time.monotonic(), 0.1)):
+            raise RuntimeError(f"sshd did not listen again after SIGHUP: {(self.dir / 'sshd.log').read_text(errors='replace')}")
 
     def login(self, user: str, **kwargs: object) -> Login:
         """:func:`vpsctl.sshclient.login` against this server (same keyword arguments; pinned host key)."""
@@ -232,7 +239,12 @@ def _script(d: Path) -> str:
         "install -d -m 0755 /run/sshd",
         f"mount -t tmpfs -o mode=0755 harness-dev {q(str(d / 'dev'))}",
         *(f"touch {q(str(d / 'dev' / n))} && mount --bind /dev/{n} {q(str(d / 'dev' / n))}" for n in _DEVICES),
-        f"mkdir {q(str(d / 'dev' / 'pts'))} && mount --rbind /dev/pts {q(str(d / 'dev' / 'pts'))}",
+        # Terminals from a devpts of its own, reached through a ptmx symlink: the kernel finds the devpts for a
+        # ptmx node by looking up "pts" beside it, which a bind mount of the host's /dev/ptmx cannot do (openpty
+        # fails, and every terminal request would be refused whatever sshd_config says).
+        f"mkdir {q(str(d / 'dev' / 'pts'))}",
+        f"mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 harness-pts {q(str(d / 'dev' / 'pts'))}",
+        f"ln -s pts/ptmx {q(str(d / 'dev' / 'ptmx'))}",
         f"ln -s /proc/self/fd {q(str(d / 'dev' / 'fd'))}",
         f"ln -s {q(str(d / 'log.sock'))} {q(str(d / 'dev' / 'log'))}",
         f"mount --move {q(str(d / 'dev'))} /dev",
@@ -284,6 +296,8 @@ def running_server(user_data: str, *, boot: bool = True, files: Mapping[str, str
         host = [("/etc/ssh/ssh_host_ed25519_key", "0600", str(keys["ed25519_private"]).encode()),
                 ("/etc/ssh/ssh_host_ed25519_key.pub", "0644", (server.host_key + "\n").encode())]
         server._put(host + [(p, modes.get(p, "0644"), data) for p, data in written.items() if data is not None])
+        if _listeners(port):  # else the wait below would take another server's sshd for this one
+            raise RuntimeError(f"127.0.0.1:{port} is in use already: every running server needs a port of its own")
         with open(d / "sshd.log", "wb") as log:
             server.sshd = subprocess.Popen(["nsenter", "-t", str(server.inside), "-m", "-p", SSHD, "-D", "-e",
                                             "-o", "ListenAddress=127.0.0.1"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -310,6 +324,18 @@ def _wait_listening(port: int, timeout: float) -> bool:
         except OSError:
             time.sleep(0.02)
     return False
+
+
+def _listeners(port: int) -> set[str]:
+    """The socket inodes listening on 127.0.0.1:``port`` (the kernel's /proc/net/tcp: state 0A is LISTEN)."""
+    local = f"0100007F:{port:04X}"
+    found = set()
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[3] == "0A":
+                found.add(fields[9])
+    return found
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

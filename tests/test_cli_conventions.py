@@ -1,6 +1,7 @@
 """One convention across every vpsctl command, as a user's shell sees it (a fresh interpreter each time).
 
-Exit codes: 0 done, 1 a check failed, 2 bad input, 130 interrupted, 141 the reader of the output quit.
+Exit codes: 0 done, 1 a check failed, 2 bad input, 3 drift (sync --dry-run), 130 interrupted, 141 the reader of
+the output quit.
 Every error is one line on stderr, ``vpsctl <command>: error: ...``, with no traceback and no control
 character from the input. Every ``--help`` is plain words (no reStructuredText), says what the command
 does and what its exit codes mean, and names a README section that exists.
@@ -29,6 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 README_SECTIONS = set(re.findall(r"^## (.+)$", (ROOT / "README.md").read_text(), re.MULTILINE))
 # reStructuredText a reader would see as noise: ``literal``, :role:`x`, a "::" block marker, ".. directive".
 MARKUP = re.compile(r"``|:[a-z]+:`|::$|^\s*\.\. ", re.MULTILINE)
+
+
+# Exit codes beyond 0, 2, 130 and 141, per command: a check or finding (1), a drift report (3).
+CAN_FAIL = {"verify": {1}, "check": {1}, "preflight": {1}, "sync": {1, 3}}
 
 
 def vpsctl(*argv: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -60,7 +65,10 @@ def test_top_level_help_lists_every_command_in_plain_words() -> None:
     for command in COMMANDS:
         assert re.search(rf"^\s+{command}\s", done.stdout, re.MULTILINE), f"{command} is not listed"
         assert words(summary(command)) in words(done.stdout), f"{command}: its summary is not shown"
-    assert set(exit_codes(done.stdout)) == {0, 1, 2, 130, 141}
+    codes = exit_codes(done.stdout)
+    assert set(codes) == {0, 1, 2, 3, 130, 141}
+    assert all(c in codes[1] for c in CAN_FAIL if 1 in CAN_FAIL[c]), f"exit 1 does not name every command using it: {codes[1]}"
+    assert codes[3].startswith("sync: --dry-run"), codes[3]
     assert 'section "Operator CLI"' in done.stdout and "Operator CLI" in README_SECTIONS
 
 
@@ -72,8 +80,7 @@ def test_every_command_help_says_what_it_does_its_exit_codes_and_where_to_read_m
     assert not MARKUP.search(text), f"{command} --help has markup: {MARKUP.search(text)}"
     assert words(summary(command)) in words(text)
     codes = exit_codes(text)
-    can_fail_a_check = command in ("verify", "check")
-    assert set(codes) == ({0, 1, 2, 130, 141} if can_fail_a_check else {0, 2, 130, 141}), codes
+    assert set(codes) == {0, 2, 130, 141, *CAN_FAIL.get(command, ())}, codes
     assert "bad input" in codes[2] and "Ctrl-C" in codes[130]
     section = re.search(r'README\.md, section "([^"]+)"', text)
     assert section, f"{command} --help names no README section"

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from configs import ed25519_key, example, fleet
 
-from cloudinit import catalogue, hardening, render, stackconfig
-from cloudinit.model import Admin, ConfigError, Server
+from cloudinit import catalogue, cloudconfig, hardening, render, stackconfig
+from cloudinit.model import MAX_LIST, Admin, ConfigError, Server
 from cloudinit.secrets import fresh_admin_secrets, fresh_key_pair
 from components import firewalls, mockengine
 from components.naming import OWNER_LABEL
@@ -235,8 +235,9 @@ def test_catalogue_data_shape() -> None:
 @pytest.mark.parametrize("image", sorted(catalogue.IMAGES))
 def test_arm_servers_render_with_the_packages_that_exist_for_arm64(image: str) -> None:
     server = Server(name="arm-1", admins=(admin(),), allowed_cidrs=("198.51.100.0/24",), server_type="cax11", image=image)
-    user_data = render.render_user_data(server, {"alice": fresh_admin_secrets(5)}, fresh_key_pair())
-    packages = render.parse(user_data)["packages"]
+    signer = fresh_key_pair().public_openssh
+    user_data = render.render_user_data(server, {"alice": fresh_admin_secrets(5)}, fresh_key_pair(), signer)
+    packages = cloudconfig.read(user_data).data["packages"]
     assert isinstance(packages, list) and hardening.PAM_PACKAGE[image] in packages and "nftables" in packages
     assert catalogue.ARM in catalogue.IMAGES[image].architectures
     assert "arm64" in catalogue.IMAGES[image].packages or "Architecture: any" in catalogue.IMAGES[image].packages
@@ -280,14 +281,30 @@ def test_three_hundred_networks_are_split_into_rules_of_at_most_one_hundred() ->
     assert all(r["port"] == "22" and r["direction"] == "in" for r in ssh)
 
 
-def test_more_than_fifty_rules_are_refused_naming_the_setting() -> None:
-    config = {**fleet(1, 1), "defaults": {"allowedCidrs": networks(4301), "restrictEgress": True}}
+def test_the_longest_network_list_fits_one_firewall_and_a_longer_one_is_refused() -> None:
+    """The config takes at most MAX_LIST networks: with ICMP and the egress preset that is still within
+    Hetzner's 50 rules per firewall, so no accepted config fails at apply time."""
+    config = {**fleet(1, 1), "defaults": {"allowedCidrs": networks(MAX_LIST), "restrictEgress": True, "allowIcmp": True}}
+    (firewall,) = mockengine.run(config).of_type(FIREWALL)
+    assert len(firewall.plain_inputs["rules"]) <= firewalls.MAX_RULES_PER_FIREWALL
+    config["defaults"]["allowedCidrs"] = networks(MAX_LIST + 1)
     with pytest.raises(mockengine.ProgramFailed) as err:
         mockengine.run(config)
-    assert str(err.value).startswith("totp-vps config: servers[0].allowedCidrs: needs 51 firewall rules")
-    assert "(got '4301 networks')" in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value) == (f"totp-vps config: defaults.allowedCidrs (inherited by srv-0): lists more than {MAX_LIST} "
+                              f"networks (got '{MAX_LIST + 1} networks')")
     assert err.value.registrations == []
-    mockengine.run({**config, "defaults": {"allowedCidrs": networks(4300), "restrictEgress": True}})  # 50 rules fit
+
+
+def test_more_than_fifty_rules_are_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan's own limit, should rules ever grow past the config's bound (here: ten networks per rule)."""
+    monkeypatch.setattr(firewalls, "MAX_NETWORKS_PER_RULE", 10)
+    config = {**fleet(1, 1), "defaults": {"allowedCidrs": networks(431), "restrictEgress": True}}
+    with pytest.raises(mockengine.ProgramFailed) as err:
+        mockengine.run(config)
+    assert str(err.value).startswith("totp-vps config: defaults.allowedCidrs (inherited by srv-0): needs 51 firewall rules")
+    assert "(got '431 networks')" in str(err.value) and "\n" not in str(err.value)
+    assert err.value.registrations == []
+    mockengine.run({**config, "defaults": {"allowedCidrs": networks(430), "restrictEgress": True}})  # 50 rules fit
 
 
 def test_more_rule_sets_than_the_project_limit_are_refused_before_registering() -> None:

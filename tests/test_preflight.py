@@ -210,8 +210,9 @@ def test_bad_config_exits_2_before_asking_the_api(api: FakeHetzner, capsys: pyte
     code = main(["preflight", "--config", str(path)])
     out, err = capsys.readouterr()
     assert (code, out) == (2, "")
-    assert err.strip() == ("vpsctl preflight: error: servers[0].serverType: cx22 was removed from Hetzner's catalogue on "
-                           "2026-01-01; use cx23 (got 'cx22')")
+    # Named where it was written: the defaults, and the server that inherited it.
+    assert err.strip() == ("vpsctl preflight: error: defaults.serverType (inherited by web-1): cx22 was removed from "
+                           "Hetzner's catalogue on 2026-01-01; use cx23 (got 'cx22')")
     assert api.requests == []
 
 

@@ -18,9 +18,10 @@ import pytest
 from conftest import require, require_root, require_tool
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from sshd_harness import Sshd, load_private_key, running_sshd
+from sshd_harness import Server, free_port, load_private_key, running_server
 
-from cloudinit import Admin, Server, hardening, render_user_data
+from cloudinit import Admin, hardening, render_user_data
+from cloudinit import Server as ServerSpec
 from cloudinit.secrets import AdminSecrets, fresh_admin_secrets, fresh_key_pair
 
 ADMIN = "alice"
@@ -38,18 +39,25 @@ def keyfile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return path, f"{public} {ADMIN}@laptop"
 
 
+def render(public_key: str) -> tuple[str, AdminSecrets]:
+    """User-data for one admin on a port of its own (servers running at once cannot share one)."""
+    server = ServerSpec(name="web-1", admins=(Admin(name=ADMIN, ssh_keys=(public_key,)),), allowed_cidrs=("198.51.100.0/24",),
+                        ssh_port=free_port())
+    secrets = fresh_admin_secrets(server.backup_codes)
+    return render_user_data(server, {ADMIN: secrets}, fresh_key_pair(), fresh_key_pair().public_openssh), secrets
+
+
 @pytest.fixture(scope="module")
 def rendered(keyfile: tuple[Path, str]) -> tuple[str, AdminSecrets]:
-    server = Server(name="web-1", admins=(Admin(name=ADMIN, ssh_keys=(keyfile[1],)),), allowed_cidrs=("198.51.100.0/24",))
-    secrets = fresh_admin_secrets(server.backup_codes)
-    return render_user_data(server, {ADMIN: secrets}, fresh_key_pair()), secrets
+    return render(keyfile[1])
 
 
 @pytest.fixture(scope="module")
-def sshd(rendered: tuple[str, AdminSecrets]) -> Iterator[Sshd]:
+def sshd(rendered: tuple[str, AdminSecrets]) -> Iterator[Server]:
     require_root()
     require_tool("sshd")
-    with running_sshd(rendered[0]) as server:
+    with running_server(rendered[0]) as server:
+        assert server.activation is not None and server.activation.returncode == 0, server.logs()
         yield server
 
 
@@ -132,27 +140,28 @@ def test_since_versions_are_never_earlier_than_ssh_audit_says() -> None:
                     assert since >= first, f"{name}: listed since OpenSSH {since}, ssh-audit says {first}"
 
 
-def test_ssh_audit_reports_no_fail(sshd: Sshd) -> None:
+def test_ssh_audit_reports_no_fail(sshd: Server) -> None:
     assert failures(audit(sshd.port)) == []
 
 
-def test_guard_ssh_audit_failures_are_detected(rendered: tuple[str, AdminSecrets]) -> None:
-    """Debian's stock algorithm lists DO fail ssh-audit: the check above can see a fail."""
+def test_guard_ssh_audit_failures_are_detected(keyfile: tuple[Path, str]) -> None:
+    """Debian's stock algorithm lists DO fail ssh-audit: the check above can see a fail. Before the first boot's
+    activation sshd runs the lockdown drop-in, which sets no algorithm: the image's defaults."""
     require_root()
-    with running_sshd(rendered[0], dropin=None) as stock:
+    with running_server(render(keyfile[1])[0], boot=False) as stock:
         assert failures(audit(stock.port)), "ssh-audit found nothing to fail in Debian's defaults"
     # The offline lookup sees a fail too.
     assert lookup(["hmac-sha1"])["mac", "hmac-sha1"][0].startswith("[fail]")
 
 
-def test_paramiko_negotiates_and_logs_in(sshd: Sshd, keyfile: tuple[Path, str], rendered: tuple[str, AdminSecrets]) -> None:
+def test_paramiko_negotiates_and_logs_in(sshd: Server, keyfile: tuple[Path, str], rendered: tuple[str, AdminSecrets]) -> None:
     key = load_private_key(keyfile[0].read_text())
     result = sshd.login(ADMIN, key=key, code=pyotp.TOTP(rendered[1].seed).at(time.time()))
     assert result.accepted, f"{result}\n{sshd.logs()}"
     assert result.host_key == sshd.host_key
 
 
-def test_openssh_client_negotiates_and_reaches_authentication(sshd: Sshd, keyfile: tuple[Path, str], tmp_path: Path) -> None:
+def test_openssh_client_negotiates_and_reaches_authentication(sshd: Server, keyfile: tuple[Path, str], tmp_path: Path) -> None:
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_key}\n")
     result = subprocess.run(

@@ -9,12 +9,13 @@ import argparse
 import importlib
 import os
 import sys
+from types import ModuleType
 from typing import NoReturn
 
 from vpsctl.errors import EXIT_BROKEN_PIPE, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, printable
 
 # Subcommand -> module with ``add_arguments(parser)``, ``run(args) -> int``, a docstring that is its help
-# (first line: the summary), ``EXITS`` (what exit 0, and 1 if it can fail a check, mean) and ``README_SECTION``.
+# (first line: the summary), ``EXITS`` (what exit 0, and every other code it ends with but 2, mean) and ``README_SECTION``.
 COMMANDS = {
     "render": "vpsctl.render",
     "qr": "vpsctl.qr",
@@ -43,21 +44,36 @@ def exit_codes(exits: dict[int, str]) -> str:
     return "exit codes:\n" + "".join(f"  {code:<4} {meaning}\n" for code, meaning in sorted(every.items()))
 
 
+def _every_exit(modules: dict[str, ModuleType]) -> dict[int, str]:
+    """The top-level help's exit codes: each one the commands use, with the commands that use it (taken from
+    their EXITS, so a command that learns a new way to fail cannot be left out)."""
+    users: dict[int, list[str]] = {}
+    for name, module in modules.items():
+        for code in module.EXITS:
+            users.setdefault(code, []).append(name)
+    exits = {EXIT_OK: "done"}
+    for code, names in sorted(users.items()):
+        if code == EXIT_FAIL:
+            exits[code] = f"a check failed or a change did not go through ({', '.join(names)})"
+        elif code != EXIT_OK:
+            exits[code] = "; ".join(f"{name}: {modules[name].EXITS[code]}" for name in names)
+    return exits
+
+
 def parser(argv: list[str] | None = None) -> Parser:
     """The CLI's parser. Only the command ``argv`` names is imported (the others pull in Pulumi, paramiko
     or hcloud: most of a second before a bad config can even be reported); every one for help and usage
     errors."""
+    chosen = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
+    modules = {name: importlib.import_module(COMMANDS[name]) for name in chosen}
     top = Parser(
         prog="vpsctl",
         description=__doc__,
-        epilog=exit_codes({EXIT_OK: "done", EXIT_FAIL: "a check failed (verify, check)"})
-        + f'\nMore: {README}, section "Operator CLI".',
+        epilog=exit_codes(_every_exit(modules)) + f'\nMore: {README}, section "Operator CLI".',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands", help="one of:")
-    chosen = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
-    for name in chosen:
-        module = importlib.import_module(COMMANDS[name])
+    for name, module in modules.items():
         doc = (module.__doc__ or "").strip()
         sub_parser = sub.add_parser(
             name,

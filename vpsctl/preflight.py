@@ -1,15 +1,15 @@
 """Check a stack against the live Hetzner project before `pulumi up`: types, images, limits, names.
 
-What the offline model cannot know, asked through the official ``hcloud`` library: each server's type
+What the offline model cannot know, asked through the official `hcloud` library: each server's type
 is offered, not sold out and not deprecated in its location; its image exists for the type's
 architecture; the project's firewalls leave room for the ones this stack adds (Hetzner: 50 per
 project); no server, firewall or SSH key name this stack uses belongs to something else in the project.
-"This stack's own" means labelled ``totp-vps/stack=<project.stack>`` (every resource the program
-creates carries it) or, with ``--stack`` and the Pulumi CLI, listed in the stack's state (resources
+"This stack's own" means labelled `totp-vps/stack=<project.stack>` (every resource the program
+creates carries it) or, with `--stack` and the Pulumi CLI, listed in the stack's state (resources
 made by earlier versions carry no label yet). The API exposes no server limit (Hetzner shows limits in
 the Cloud Console only), so the server count is a note, not a finding.
 
-Token: ``pulumi config get hcloud:token --stack NAME`` when the Pulumi CLI is there, else HCLOUD_TOKEN;
+Token: `pulumi config get hcloud:token --stack NAME` when the Pulumi CLI is there, else HCLOUD_TOKEN;
 never printed. HCLOUD_ENDPOINT points the client elsewhere (as for Hetzner's own CLI). One line per
 finding; exit 0 clean, 1 findings, 2 bad input or an API that could not be asked.
 """

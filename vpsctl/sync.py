@@ -1,14 +1,14 @@
 """Bring running servers to the stack's desired state, safely: plan, apply provisionally, prove, confirm.
 
 For each server (in parallel): log in as an admin who exists before and after the change (key + code),
-ask the server's agent for its record, and show the plan (``web-1: -bob +carol ~alice(rotated)``) before
-anything changes; ``--dry-run`` stops there and is the drift report (exit 0 in sync, 3 drifted, 1
+ask the server's agent for its record, and show the plan (`web-1: -bob +carol ~alice(rotated)`) before
+anything changes; `--dry-run` stops there and is the drift report (exit 0 in sync, 3 drifted, 1
 unreachable). Then send the desired state, signed with the stack's key for this server's current nonce; the
 agent checks and applies it and reloads sshd, but keeps it provisional. A second, NEW login (key + the
 next code) proves the new configuration lets an admin in and confirms it; without that confirmation the
-server rolls back by itself. The result is checked over that second login like ``vpsctl verify`` does.
+server rolls back by itself. The result is checked over that second login like `vpsctl verify` does.
 Two logins per server (pam_google_authenticator allows 3 per 30 s), one key offered each time.
-``--wait SECONDS`` lets the first login wait for a server that is still booting (``pulumi up`` converging a server
+`--wait SECONDS` lets the first login wait for a server that is still booting (`pulumi up` converging a server
 it has just created): nothing answers yet, or sshd still runs the first-boot lockdown, which offers no
 authentication method at all. A refused key or code is never retried.
 Exit: 0 every server in sync or confirmed, 1 one was unreachable, refused or rolled back, 2 bad input.
@@ -42,7 +42,7 @@ EXIT_DRIFT = 3
 EXITS = {EXIT_OK: "every server in sync, or changed and confirmed by a new login",
          EXIT_FAIL: "a server was unreachable, refused the change or rolled it back, or a check failed",
          EXIT_DRIFT: "--dry-run: a server differs from the stack (the plan says how)"}
-README_SECTION = "Day two"
+README_SECTION = "Day two: changing running servers"
 CONFIRM_WITHIN = 120
 MAX_WAIT = 3600
 # Between first-login tries while a server boots. OpenSSH 9.8+ (PerSourcePenalties) charges a source 5 s for a login
