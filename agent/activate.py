@@ -712,9 +712,10 @@ def boot() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    arity = {"boot": 0, "status": 0, "apply": 0, "rollback": 0, "confirm": 1, "watchdog": 1}
+    arity = {"boot": 0, "status": 0, "effective": 0, "apply": 0, "rollback": 0, "confirm": 1, "watchdog": 1}
     if not args or arity.get(args[0]) != len(args) - 1 or (len(args) == 2 and not st.SERIAL.fullmatch(args[1])):
-        print("usage: totp-vps-activate boot | status | apply | confirm SERIAL | rollback | watchdog SERIAL", file=sys.stderr)
+        print("usage: totp-vps-activate boot | status | effective | apply | confirm SERIAL | rollback | watchdog SERIAL",
+              file=sys.stderr)
         return 2
     if os.geteuid() != 0:
         print("totp-vps-activate: run as root (sudo)", file=sys.stderr)
@@ -724,6 +725,14 @@ def main(argv: list[str] | None = None) -> int:
     command = args[0]
     if command in ("boot", "watchdog"):
         return boot() if command == "boot" else watchdog(args[1])
+    if command == "effective":
+        # Read-only, for vpsctl verify whatever the caller's sudo mode: what sshd applies to the admin who ran
+        # it (sudo sets SUDO_USER), from nowhere in particular, on the configured port.
+        caller = os.environ.get("SUDO_USER") or "root"
+        done = run([SSHD, "-T", "-C", f"user={caller},host=totp-vps.invalid,addr={st.PROBES[0]},laddr=0.0.0.0,"
+                    f"lport={configured_port()}"])
+        sys.stdout.write(done.stdout)
+        return done.returncode
     try:
         if command == "status":
             result = status()

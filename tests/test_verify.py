@@ -308,9 +308,24 @@ def test_nothing_listening_is_one_line_and_a_failure(stack: Stack, capsys: pytes
                                    "was checked"), captured.err
 
 
+def test_an_admin_without_sudo_reads_the_settings_through_the_agent(stack: Stack, server: Server) -> None:
+    """sudo: none cannot run `sshd -T` (it needs the host key), but every admin may run the agent's read-only
+    `effective`: the sshd checks pass for erin too."""
+    next_code = pyotp.parse_uri(stack.outputs["enrollment"]["web-1"]["erin"]["otpauthUri"]).at(time.time() + 30)
+    with server.login("erin", key=stack.keys["erin"], code=next_code, keep=True) as login:  # verify below takes now's
+        assert login.run(["sudo", "-n", "true"]).status != 0  # no sudo at all
+        effective = login.run(["sudo", "-n", "/usr/local/sbin/totp-vps-activate", "effective"])
+    assert effective.status == 0 and "authenticationmethods publickey,keyboard-interactive" in effective.stdout
+    assert "PRIVATE" not in effective.stdout
+
+
 def test_settings_it_cannot_read_are_unknown_and_fail(stack: Stack, server: Server) -> None:
-    """An admin without sudo (sudo: none) cannot run `sshd -T` (it needs the host key): reported UNKNOWN, run fails."""
-    report = verify("127.0.0.1", server.port, "erin", stack.keys["erin"], stack.outputs, "web-1")
+    """Without the agent (a broken install) an admin without sudo cannot read the effective settings: UNKNOWN."""
+    server.root(["chmod", "000", "/usr/local/sbin/totp-vps-activate"])
+    try:
+        report = verify("127.0.0.1", server.port, "erin", stack.keys["erin"], stack.outputs, "web-1")
+    finally:
+        server.root(["chmod", "755", "/usr/local/sbin/totp-vps-activate"])
     got = statuses(report)
     assert {v for k, v in got.items() if k.startswith("sshd-")} == {"UNKNOWN"}, report.render()
     assert {k: v for k, v in got.items() if not k.startswith("sshd-")} == dict.fromkeys(

@@ -3,7 +3,8 @@
 One admin login (the server allows 3 logins per 30 s and no code twice). The host key is compared with
 the stack's pinned key BEFORE any credential is sent; then the key alone must get only a partial success
 with keyboard-interactive left; then the current TOTP code (computed from the stack's secret) completes
-the login, and over that session the effective sshd settings (sudo -n sshd -T) and the PAM stack
+the login, and over that session the effective sshd settings (the agent's read-only `effective`, which
+every admin may run whatever their sudo mode) and the PAM stack
 (/etc/pam.d, judged as Linux-PAM runs it) are checked. For an admin with `sudo: totp`, over the same
 session, `sudo -k; sudo -S true` must ask for a code and refuse a wrong one, and sudo must accept a code
 of the admin's sudo seed (it runs sshd -T with it): 3 sudo attempts, the next 30 s allow no more.
@@ -35,7 +36,7 @@ from typing import Any
 import paramiko
 import pyotp
 
-from cloudinit import pam, render
+from cloudinit import desired, pam, render
 from vpsctl import sshclient, stackoutputs
 from vpsctl.errors import EXIT_FAIL, EXIT_OK, CliError, printable
 
@@ -46,10 +47,10 @@ PINNED_TYPE = "ssh-ed25519"  # the program pins one Ed25519 host key (tls.Privat
 PAM_DIR = "/etc/pam.d"
 TOTP_MODULE = "pam_google_authenticator.so"
 CLOCK_TOLERANCE = 30  # seconds: WINDOW_SIZE 3 accepts one 30-s step either side
-# How a server's effective settings are read: as root through sudo (passwordless for `sudo: nopasswd`; an admin
-# with `sudo: totp` types a code of the sudo seed, see check_sudo) and, failing that, directly (sshd -T needs
-# the host key, so only root succeeds).
-SSHD_T = (("sudo", "-n", SSHD, "-T"), (SSHD, "-T"))
+# How a server's effective settings are read: through the agent's read-only `effective` (every admin may run
+# the agent without a prompt, whatever their sudo mode), else as root through sudo (a server an older totp-vps
+# set up), else directly (sshd -T needs the host key, so only root succeeds).
+SSHD_T = (("sudo", "-n", desired.AGENT_COMMAND, "effective"), ("sudo", "-n", SSHD, "-T"), (SSHD, "-T"))
 
 
 # ----------------------------------------------------------------------------------------- the report
