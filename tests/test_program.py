@@ -56,7 +56,7 @@ def test_exports_per_server_and_admin_with_enrollment_secret() -> None:
     assert servers["db-1"]["knownHosts"].startswith("[203.0.113.")
     assert set(servers["web-1"]) == {"ipv4", "ipv6", "sshPort", "knownHosts", "hostPublicKey", "sshCommands",
                                      "desiredSerial", "converge"}  # previousSshPort only while a port changes
-    assert servers["web-1"]["converge"] == "python -m vpsctl sync --stack offline --server web-1"
+    assert servers["web-1"]["converge"] == ".venv/bin/python -m vpsctl sync --stack offline --server web-1"
     enrollment = mockengine.unwrap(outputs["enrollment"])
     assert set(enrollment["web-1"]) == {"alice", "bob"} and set(enrollment["db-1"]) == {"alice"}
     assert enrollment["web-1"]["alice"]["otpauthUri"] != enrollment["db-1"]["alice"]["otpauthUri"], "a seed per server"
