@@ -725,9 +725,10 @@ def test_vpsctl_check_bad_policy_config_exits_cleanly_every_time(tmp_path: Path)
     pack_config = tmp_path / "policy-config.json"
     pack_config.write_text(json.dumps({"fw-99": "advisory"}))
     argv = ["-m", "vpsctl", "check", "--config", str(EXAMPLE), "--policy-config", str(pack_config)]
-    # Twenty runs as a user makes them, and one with ResourceWarnings shown, which names every loop left
-    # open instead of failing only when the collector happens to finalise a loop's socket first.
-    runs = [[sys.executable, *argv]] * 20 + [[sys.executable, "-W", "always::ResourceWarning", *argv]]
+    # The run with ResourceWarnings shown is the real guard: it names every loop left open, deterministically,
+    # instead of failing only when the collector happens to finalise a loop's socket first (about one run in
+    # two, before the fix). Six runs as a user makes them on top.
+    runs = [[sys.executable, *argv]] * 6 + [[sys.executable, "-W", "always::ResourceWarning", *argv]]
     with ThreadPoolExecutor(WORKERS) as pool:
         results = list(pool.map(lambda command: run_limited(command, limited=False), runs))
     problems = [f"run {i}: exit {r.returncode}, stderr {r.stderr!r}" for i, r in enumerate(results)
