@@ -27,6 +27,7 @@ from sshd_harness import SSHD, Server, effective, free_port, running_server
 
 from agent import state as st
 from vpsctl import sshsig
+from vpsctl.sync import targets as sync_targets
 
 
 def base_config(public: dict[str, str], port: int, admins: tuple[str, ...] = ("alice", "bob")) -> dict[str, Any]:
@@ -208,6 +209,18 @@ def test_a_change_nobody_could_confirm_is_refused_before_connecting(
     assert done.returncode == 1 and "alice is not an admin in the new state" in done.stdout, done.stdout + done.stderr
     assert server.logs().count("Accepted publickey") == logins_before, "sync connected anyway"
     assert record(server)["events"][-1]["event"] == "applied"
+
+
+def test_a_port_change_logs_in_on_the_new_port_then_the_previous_one(tmp_path: Path) -> None:
+    """The outputs carry previousSshPort as Pulumi hands numbers over (22.0): the sync still tries it."""
+    files, public = keys_in(tmp_path, ("alice",))
+    config = base_config(public, 2222, ("alice",))
+    config["defaults"]["previousSshPort"] = 22
+    stack = make_stack(tmp_path, config, files, "moved")
+    outputs = json.loads(stack.outputs_file.read_text())
+    assert outputs["servers"]["web-1"]["previousSshPort"] == 22.0
+    (target,) = sync_targets(outputs, None, "127.0.0.1", ["22=10022", "2222=12222"])
+    assert target.ports == [(2222, 12222), (22, 10022)]
 
 
 # ---------------------------------------------------------------------- what the agent itself refuses
