@@ -116,8 +116,14 @@ class VM:
     cpus: int = 2
     keep_dir: bool = False
     """Keep the work directory (serial log, seed, overlay) after closing."""
+    more_ports: tuple[int, ...] = ()
+    """Further guest ports to forward, each to a free loopback port of its own (a port change: old and new)."""
+    nice: int = 0
+    """qemu's niceness: guests that can wait leave the host's cores to those that cannot."""
     workdir: Path = field(init=False)
     host_port: int = field(init=False, default=0)
+    host_ports: dict[int, int] = field(init=False, default_factory=dict)
+    """Guest port -> the loopback port forwarded to it (``guest_port``'s is ``host_port``)."""
     started_at: float = field(init=False, default=0.0)
     ready_after: float | None = field(init=False, default=None)
     """Seconds from qemu start to the guest's report (cloud-init done)."""
@@ -178,7 +184,9 @@ class VM:
         return overlay
 
     def _argv(self, overlay: Path, iso: Path) -> list[str]:
+        forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in self.host_ports.items())
         return [
+            *(["nice", "-n", str(self.nice)] if self.nice else []),  # exec'd: qemu keeps its pid and death signal
             "qemu-system-x86_64", "-nodefaults", "-no-reboot", "-display", "none", "-name", f"totp-vps-lab-{self.hostname}",
             "-accel", "tcg",  # never KVM: on these hosts /dev/kvm exists but hangs guests
             "-m", str(self.memory_mb), "-smp", str(self.cpus),
@@ -186,8 +194,8 @@ class VM:
             "-append", "root=/dev/vda rw console=ttyS0 quiet",
             "-drive", f"file={overlay},if=virtio,format=qcow2",
             "-drive", f"file={iso},if=virtio,format=raw,readonly=on",
-            # restrict=on: nothing leaves the guest; the one way in is the forwarded loopback port.
-            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.host_port}-:{self.guest_port}",
+            # restrict=on: nothing leaves the guest; the one way in is the forwarded loopback port(s).
+            "-netdev", f"user,id=n0,restrict=on,{forwards}",
             "-device", "virtio-net-pci,netdev=n0,romfile=",
             # Entropy from the host: an emulated CPU has no RDRAND, and a guest kernel waiting to seed its
             # random pool under software emulation can stall the boot for minutes.
@@ -199,7 +207,10 @@ class VM:
     def start(self, attempts: int = 3) -> None:
         overlay, iso = self._overlay(), self._seed()
         for _ in range(attempts):
-            self.host_port = free_port()
+            self.host_ports = {}
+            for port in (self.guest_port, *self.more_ports):  # distinct free ports
+                self.host_ports[port] = next(p for p in iter(free_port, 0) if p not in self.host_ports.values())
+            self.host_port = self.host_ports[self.guest_port]
             self.serial_log.unlink(missing_ok=True)
             self.started_at = time.monotonic()
             with open(self.workdir / "qemu.log", "wb") as qemu_log:
