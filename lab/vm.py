@@ -9,8 +9,10 @@ file, also on exceptions and Ctrl-C. The guest has no network except one forward
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import json
+import os
 import re
 import shutil
 import signal
@@ -186,7 +188,6 @@ class VM:
     def _argv(self, overlay: Path, iso: Path) -> list[str]:
         forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in self.host_ports.items())
         return [
-            *(["nice", "-n", str(self.nice)] if self.nice else []),  # exec'd: qemu keeps its pid and death signal
             "qemu-system-x86_64", "-nodefaults", "-no-reboot", "-display", "none", "-name", f"totp-vps-lab-{self.hostname}",
             "-accel", "tcg",  # never KVM: on these hosts /dev/kvm exists but hangs guests
             "-m", str(self.memory_mb), "-smp", str(self.cpus),
@@ -224,10 +225,19 @@ class VM:
                 return self.serial_log.exists() and self.serial_log.stat().st_size > 0
 
             if self._wait(console_started, 60, "the guest's first console output"):
+                self._renice()
                 return
             if "hostfwd" not in (self.workdir / "qemu.log").read_text(errors="replace"):
                 break  # not a lost race for the port: report it
         raise VMError(f"qemu did not start: {(self.workdir / 'qemu.log').read_text(errors='replace').strip()}")
+
+    def _renice(self) -> None:
+        """Every qemu thread (vCPU, I/O) at ``nice``; threads qemu starts later inherit it. After the console started:
+        a guest starved before that would miss start()'s deadline."""
+        if self.nice and self._proc is not None:
+            for task in Path(f"/proc/{self._proc.pid}/task").iterdir():
+                with contextlib.suppress(ProcessLookupError):
+                    os.setpriority(os.PRIO_PROCESS, int(task.name), self.nice)
 
     def _wait(self, condition: Callable[[], bool], timeout: float, what: str) -> bool:
         """Poll ``condition`` until true (True), qemu exits (False) or ``timeout`` passes (VMError)."""
