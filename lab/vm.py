@@ -220,11 +220,13 @@ class VM:
                     start_new_session=True,  # Ctrl-C reaches us, and we shut the guest down in order
                     preexec_fn=_die_with_parent,  # noqa: PLW1509 - started from the calling thread only
                 )
-            # qemu has set up the port forward once the guest writes anything to the console.
-            def console_started() -> bool:
-                return self.serial_log.exists() and self.serial_log.stat().st_size > 0
+            # qemu sets up the port forwards before the guest runs, and exits at once if one fails (a lost race for
+            # the port): running a few seconds on, or the guest already writing to its console, it has them. (Not
+            # only the console: on a busy host a guest may take minutes to print its first line.)
+            def started() -> bool:
+                return time.monotonic() > self.started_at + 5 or (self.serial_log.exists() and self.serial_log.stat().st_size > 0)
 
-            if self._wait(console_started, 60, "the guest's first console output"):
+            if self._wait(started, 60, "qemu to set up the guest"):
                 self._renice()
                 return
             if "hostfwd" not in (self.workdir / "qemu.log").read_text(errors="replace"):
@@ -232,8 +234,7 @@ class VM:
         raise VMError(f"qemu did not start: {(self.workdir / 'qemu.log').read_text(errors='replace').strip()}")
 
     def _renice(self) -> None:
-        """Every qemu thread (vCPU, I/O) at ``nice``; threads qemu starts later inherit it. After the console started:
-        a guest starved before that would miss start()'s deadline."""
+        """Every qemu thread (vCPU, I/O) at ``nice``; the threads qemu starts later inherit it."""
         if self.nice and self._proc is not None:
             for task in Path(f"/proc/{self._proc.pid}/task").iterdir():
                 with contextlib.suppress(ProcessLookupError):
