@@ -3,10 +3,7 @@ the server then fails closed (nobody logs in) and that ``cloud-init status`` rep
 
 from __future__ import annotations
 
-import base64
 import copy
-import gzip
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,11 +15,12 @@ from cloudinit.model import Server
 
 
 def _edit_state(data: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> None:
-    """Change the first desired state in the user-data (write_files /etc/totp-vps/desired.json, gz+b64)."""
+    """Change the first desired state in the user-data (write_files /etc/totp-vps/desired.json, packed as the
+    renderer packs it)."""
     entry = next(e for e in data["write_files"] if e.get("path") == render.BOOT_STATE)
-    state = json.loads(gzip.decompress(base64.b64decode(entry["content"])))
+    state = st.unpack(entry["content"].encode())
     change(state)
-    entry["content"] = base64.b64encode(gzip.compress(json.dumps(state).encode(), mtime=0)).decode()
+    entry["content"] = st.pack(state).decode()
 
 
 def pam_package_missing(data: dict[str, Any], server: Server) -> None:

@@ -4,7 +4,8 @@ One image per release: a raw ext4 root file system (no partitions, no boot loade
 initrd copied out of it, so qemu boots it with ``-kernel``. The cache key is a hash of the whole build
 recipe (packages, guest files, steps): change any of it and the next run builds a new image. Builds go
 to a temporary directory that is renamed into place, under a lock, so an interrupted or concurrent build
-never leaves a half image behind.
+never leaves a half image behind. A variant is a release's image with a few more steps run in a copy of
+its root file system (seconds, no package download); its recipe includes its base's hash.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +61,13 @@ CHROOT_STEPS = (
 )
 
 
+# Variant name -> (the release it derives from, steps run in a copy of that release's root, in order).
+VARIANTS = {
+    # sshd started through ssh.socket, as Ubuntu ships it (22.10+): the socket holds the port, not sshd_config.
+    "debian-13-socket": ("debian-13", (("systemctl", "disable", "ssh.service"), ("systemctl", "enable", "ssh.socket"))),
+}
+
+
 class ImageError(RuntimeError):
     """An image could not be built."""
 
@@ -68,7 +77,7 @@ class Image:
     """A built guest image in the cache."""
 
     release: str
-    """Hetzner image name (debian-12, debian-13)."""
+    """Lab image name: a Hetzner image name (debian-12, debian-13) or a variant of one (VARIANTS)."""
     directory: Path
     """Cache directory holding the files below."""
 
@@ -96,8 +105,11 @@ def mirror() -> str | None:
 
 def recipe(release: str) -> dict[str, object]:
     """Everything that determines the image's content (its hash is the cache key)."""
+    if release in VARIANTS:
+        base, steps = VARIANTS[release]
+        return {"version": RECIPE_VERSION, "base": f"{base}-{recipe_hash(base)}", "steps": [list(s) for s in steps]}
     if release not in RELEASES:
-        raise ImageError(f"unknown lab release {release!r}; known: {sorted(RELEASES)}")
+        raise ImageError(f"unknown lab release {release!r}; known: {sorted(RELEASES)} and variants {sorted(VARIANTS)}")
     return {
         "version": RECIPE_VERSION,
         "suite": RELEASES[release],
@@ -150,7 +162,10 @@ def ensure(release: str, log: bool = True) -> Image:
         started = time.monotonic()
         if log:
             print(f"lab: building the {release} image into {image.directory} (once per recipe)", file=sys.stderr, flush=True)
-        _build(release, image.directory)
+        if release in VARIANTS:
+            _derive(release, ensure(VARIANTS[release][0], log), image.directory)
+        else:
+            _build(release, image.directory)
         if log:
             print(f"lab: {release} image built in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return image
@@ -205,15 +220,45 @@ def _build(release: str, target: Path) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _derive(variant: str, base: Image, target: Path) -> None:
+    """The variant's image: its base's files, and its steps run in the copied root file system."""
+    if os.geteuid() != 0:
+        raise ImageError("deriving a lab image needs root (mount, chroot)")
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    mounted = work / "mnt"
+    try:
+        for name in ("vmlinuz", "initrd.img"):
+            shutil.copyfile(base.directory / name, work / name)
+        _run(["cp", "--sparse=always", str(base.root), str(work / "root.raw")], "copying the base image")
+        mounted.mkdir()
+        _run(["mount", "-o", "loop", str(work / "root.raw"), str(mounted)], "mounting the image copy")
+        try:
+            for step in VARIANTS[variant][1]:
+                _run(["chroot", str(mounted), *step], f"image step {' '.join(step)[:60]}")
+        finally:
+            _run(["umount", str(mounted)], "unmounting the image copy")
+        mounted.rmdir()
+        (work / "recipe.json").write_text(json.dumps(recipe(variant), indent=2, sort_keys=True) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+        _prune(variant, keep=target)
+    finally:
+        if work.exists() and not os.path.ismount(mounted):
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def _prune(release: str, keep: Path) -> None:
-    """Remove images of ``release`` built from older recipes (a qemu still using one keeps its open file)."""
+    """Remove images of ``release`` built from older recipes (a qemu still using one keeps its open file).
+    Only ``<release>-<hash>``: debian-13's older images, never debian-13-socket's."""
     for old in keep.parent.glob(f"{release}-*"):
-        if old != keep and old.is_dir() and not old.name.endswith(".lock"):
+        older = re.fullmatch(r"[0-9a-f]{16}", old.name[len(release) + 1 :])
+        if old != keep and older and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:
-    """``python -m lab.image [RELEASE...]``: build (or find) the images, print their directories."""
+    """``python -m lab.image [RELEASE|VARIANT...]``: build (or find) the images, print their directories."""
     for release in argv or sorted(RELEASES):
         print(ensure(release).directory)
     return 0

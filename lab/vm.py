@@ -12,6 +12,7 @@ import base64
 import contextlib
 import ctypes
 import json
+import os
 import re
 import shutil
 import signal
@@ -167,8 +168,14 @@ class VM:
     """Keep the work directory (serial log, seed, overlay) after closing."""
     preferred_port: int | None = None
     """Loopback port to forward to the guest if it is free (the lab keeps the one of its last run), else any."""
+    more_ports: tuple[int, ...] = ()
+    """Further guest ports to forward, each to a free loopback port of its own (a port change: old and new)."""
+    nice: int = 0
+    """qemu's niceness: guests that can wait leave the host's cores to those that cannot."""
     workdir: Path = field(init=False)
     host_port: int = field(init=False, default=0)
+    host_ports: dict[int, int] = field(init=False, default_factory=dict)
+    """Guest port -> the loopback port forwarded to it (``guest_port``'s is ``host_port``)."""
     started_at: float = field(init=False, default=0.0)
     ready_after: float | None = field(init=False, default=None)
     """Seconds from qemu start to the guest's report (cloud-init done)."""
@@ -238,6 +245,7 @@ class VM:
         return overlay
 
     def _argv(self, overlay: Path, iso: Path) -> list[str]:
+        forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in self.host_ports.items())
         return [
             "qemu-system-x86_64", "-nodefaults", "-no-reboot", "-display", "none", "-name", f"totp-vps-lab-{self.hostname}",
             "-accel", "tcg",  # never KVM: on these hosts /dev/kvm exists but hangs guests
@@ -246,8 +254,8 @@ class VM:
             "-append", "root=/dev/vda rw console=ttyS0 quiet",
             "-drive", f"file={overlay},if=virtio,format=qcow2",
             "-drive", f"file={iso},if=virtio,format=raw,readonly=on",
-            # restrict=on: nothing leaves the guest; the one way in is the forwarded loopback port.
-            "-netdev", f"user,id={NETDEV},restrict=on,hostfwd=tcp:127.0.0.1:{self.host_port}-:{self.guest_port}",
+            # restrict=on: nothing leaves the guest; the one way in is the forwarded loopback port(s).
+            "-netdev", f"user,id={NETDEV},restrict=on,{forwards}",
             "-device", f"virtio-net-pci,netdev={NETDEV},romfile=",
             # Entropy from the host: an emulated CPU has no RDRAND, and a guest kernel waiting to seed its
             # random pool under software emulation can stall the boot for minutes.
@@ -259,8 +267,14 @@ class VM:
     def start(self, attempts: int = 3) -> None:
         overlay, iso = self._overlay(), self._seed()
         for attempt in range(attempts):
+            self.host_ports = {}
             wanted = self.preferred_port if attempt == 0 else None
-            self.host_port = wanted if wanted is not None and port_is_free(wanted) else free_port()
+            if wanted is not None and port_is_free(wanted):
+                self.host_ports[self.guest_port] = wanted
+            for port in (self.guest_port, *self.more_ports):  # distinct free ports
+                if port not in self.host_ports:
+                    self.host_ports[port] = next(p for p in iter(free_port, 0) if p not in self.host_ports.values())
+            self.host_port = self.host_ports[self.guest_port]
             self.serial_log.unlink(missing_ok=True)
             self.started_at = time.monotonic()
             with open(self.workdir / "qemu.log", "wb") as qemu_log:
@@ -269,15 +283,25 @@ class VM:
                     start_new_session=True,  # Ctrl-C reaches us, and we shut the guest down in order
                     preexec_fn=_die_with_parent,  # noqa: PLW1509 - started from the calling thread only
                 )
-            # qemu has set up the port forward once the guest writes anything to the console.
-            def console_started() -> bool:
-                return self.serial_log.exists() and self.serial_log.stat().st_size > 0
+            # qemu sets up the port forwards before the guest runs, and exits at once if one fails (a lost race for
+            # the port): running a few seconds on, or the guest already writing to its console, it has them. (Not
+            # only the console: on a busy host a guest may take minutes to print its first line.)
+            def started() -> bool:
+                return time.monotonic() > self.started_at + 5 or (self.serial_log.exists() and self.serial_log.stat().st_size > 0)
 
-            if self._wait(console_started, 60, "the guest's first console output"):
+            if self._wait(started, 60, "qemu to set up the guest"):
+                self._renice()
                 return
             if "hostfwd" not in (self.workdir / "qemu.log").read_text(errors="replace"):
                 break  # not a lost race for the port: report it
         raise VMError(f"qemu did not start: {(self.workdir / 'qemu.log').read_text(errors='replace').strip()}")
+
+    def _renice(self) -> None:
+        """Every qemu thread (vCPU, I/O) at ``nice``; the threads qemu starts later inherit it."""
+        if self.nice and self._proc is not None:
+            for task in Path(f"/proc/{self._proc.pid}/task").iterdir():
+                with contextlib.suppress(ProcessLookupError):
+                    os.setpriority(os.PRIO_PROCESS, int(task.name), self.nice)
 
     def _wait(self, condition: Callable[[], bool], timeout: float, what: str) -> bool:
         """Poll ``condition`` until true (True), qemu exits (False) or ``timeout`` passes (VMError)."""

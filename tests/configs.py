@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +33,9 @@ from cloudinit.secrets import (
 from components import mockengine
 
 RANDOM = "random:index/randomBytes:RandomBytes"
-EXAMPLE = Path(__file__).resolve().parent.parent / "Pulumi.example.yaml"
+SERVER_TYPE = "hcloud:index/server:Server"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "Pulumi.example.yaml"
 
 
 def ed25519_key(label: str) -> tuple[ed25519.Ed25519PrivateKey, str]:
@@ -121,3 +126,63 @@ def make_fleet(admins: Sequence[str] = ("alice", "bob"), *, image: str = "debian
     signer = fresh_key_pair()
     user_data = render_user_data(server, secrets, fresh_key_pair(), signer.public_openssh)
     return Fleet(server=server, user_data=user_data, keys=keys, public=public, secrets=secrets, signer=signer)
+
+
+# ------------------------------------------------------------------- the program's stack, for day two
+
+
+@dataclass
+class Stack:
+    """The program's outputs and user-data for one config (one server, web-1), and the private keys on disk."""
+
+    config: dict[str, Any]
+    outputs: dict[str, Any]
+    user_data: str
+    outputs_file: Path
+    key_files: dict[str, Path]
+
+    def totp(self, admin: str) -> pyotp.TOTP:
+        return pyotp.parse_uri(self.outputs["enrollment"]["web-1"][admin]["otpauthUri"])  # type: ignore[return-value]
+
+    def key(self, name: str) -> paramiko.PKey:
+        from sshd_harness import load_private_key
+
+        return load_private_key(self.key_files[name].read_text())
+
+    def fresh_code(self, admin: str, used: set[str]) -> str:
+        """A code valid now that was not used yet (DISALLOW_REUSE): now, the next step's, the last one's."""
+        totp, now = self.totp(admin), time.time()
+        code = next(c for c in (totp.at(now), totp.at(now + 30), totp.at(now - 30)) if c not in used)
+        used.add(code)
+        return code
+
+
+def keys_in(tmp: Path, names: Sequence[str]) -> tuple[dict[str, Path], dict[str, str]]:
+    """Deterministic key pairs for ``names``: private key files in ``tmp`` (0600) and the public lines."""
+    files, public = {}, {}
+    for name in names:
+        private, public[name] = ed25519_key(f"{name}@day-two")
+        files[name] = tmp / f"id_{name}"
+        files[name].write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                      serialization.NoEncryption()))
+        files[name].chmod(0o600)
+    return files, public
+
+
+def make_stack(tmp: Path, config: dict[str, Any], key_files: dict[str, Path], tag: str) -> Stack:
+    """The real program under the mock engine for ``config``: its outputs (written to a 0600 file for
+    ``vpsctl sync --from``) and web-1's user-data."""
+    run = mockengine.run(config)
+    outputs = mockengine.unwrap(run.stack_outputs)
+    path = tmp / f"outputs-{tag}.json"
+    path.write_text(json.dumps(outputs))
+    path.chmod(0o600)
+    user_data = mockengine.unwrap(run.one(SERVER_TYPE, "web-1-server").inputs)["userData"]
+    return Stack(config, outputs, user_data, path, key_files)
+
+
+def sync(stack: Stack, admin: str, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``python -m vpsctl sync`` as a user runs it, against 127.0.0.1 (``extra``: more options, e.g. --port)."""
+    argv = [sys.executable, "-m", "vpsctl", "sync", "--from", str(stack.outputs_file), "--host", "127.0.0.1",
+            "--as", admin, "--identity", str(stack.key_files[admin]), *extra]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=False)

@@ -110,7 +110,9 @@ def test_sudo_totp_asks_for_a_code_of_the_sudo_seed(server: Server, fleet: Fleet
         right = attempt.run("sudo -S -p '' id -u", stdin=(sudo_code(fleet, "sudoer") + "\n").encode())
         secret = attempt.run(f"cat {st.SUDO_TOTP_DIR}/sudoer; ls {st.SUDO_TOTP_DIR}")
         reset = attempt.run(f"rm -f {st.SUDO_TOTP_DIR}/sudoer")
+        agent = attempt.run("sudo -n /usr/local/sbin/totp-vps-activate status")
     assert asks.status != 0 and "password is required" in asks.stderr, asks
+    assert agent.status == 0 and '"applied"' in agent.stdout, f"a sudo: totp admin cannot run the agent (vpsctl sync): {agent}"
     assert right.status == 0 and right.stdout.strip() == "0", f"{right}\n{server.logs()}"
     assert secret.status != 0 and "Permission denied" in secret.stderr, "the admin can read the sudo secret"
     assert reset.status != 0 and server.read(f"{st.SUDO_TOTP_DIR}/sudoer") is not None, "the admin could reset it"

@@ -15,69 +15,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paramiko
-import pyotp
 import pytest
-from configs import ed25519_key
+from configs import ROOT, Stack, ed25519_key, keys_in, make_stack, sync
 from conftest import require_root, require_tool
 from cryptography.hazmat.primitives import serialization
-from sshd_harness import SSHD, Server, effective, free_port, load_private_key, running_server
+from sshd_harness import SSHD, Server, effective, free_port, running_server
 
 from agent import state as st
-from components import mockengine
 from vpsctl import sshsig
-
-ROOT = Path(__file__).resolve().parent.parent
-SERVER_TYPE = "hcloud:index/server:Server"
-
-
-@dataclass
-class Stack:
-    """The program's outputs and user-data for one config, and the admins' private keys on disk."""
-
-    config: dict[str, Any]
-    outputs: dict[str, Any]
-    user_data: str
-    outputs_file: Path
-    key_files: dict[str, Path]
-
-    def totp(self, admin: str) -> pyotp.TOTP:
-        return pyotp.parse_uri(self.outputs["enrollment"]["web-1"][admin]["otpauthUri"])  # type: ignore[return-value]
-
-    def key(self, name: str) -> paramiko.PKey:
-        return load_private_key(self.key_files[name].read_text())
-
-    def fresh_code(self, admin: str, used: set[str]) -> str:
-        """A code valid now that was not used yet (DISALLOW_REUSE): now, the next step's, the last one's."""
-        totp, now = self.totp(admin), time.time()
-        code = next(c for c in (totp.at(now), totp.at(now + 30), totp.at(now - 30)) if c not in used)
-        used.add(code)
-        return code
-
-
-def keys_in(tmp: Path, names: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, str]]:
-    files, public = {}, {}
-    for name in names:
-        private, public[name] = ed25519_key(f"{name}@day-two")
-        files[name] = tmp / f"id_{name}"
-        files[name].write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                                      serialization.NoEncryption()))
-        files[name].chmod(0o600)
-    return files, public
-
-
-def make_stack(tmp: Path, config: dict[str, Any], key_files: dict[str, Path], tag: str) -> Stack:
-    run = mockengine.run(config)
-    outputs = mockengine.unwrap(run.stack_outputs)
-    path = tmp / f"outputs-{tag}.json"
-    path.write_text(json.dumps(outputs))
-    path.chmod(0o600)
-    user_data = mockengine.unwrap(run.one(SERVER_TYPE, "web-1-server").inputs)["userData"]
-    return Stack(config, outputs, user_data, path, key_files)
+from vpsctl.sync import targets as sync_targets
 
 
 def base_config(public: dict[str, str], port: int, admins: tuple[str, ...] = ("alice", "bob")) -> dict[str, Any]:
@@ -87,12 +37,6 @@ def base_config(public: dict[str, str], port: int, admins: tuple[str, ...] = ("a
         "defaults": {"allowedCidrs": ["127.0.0.0/8"], "sshPort": port},
         "servers": [{"name": "web-1"}],
     }
-
-
-def sync(stack: Stack, admin: str, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "vpsctl", "sync", "--from", str(stack.outputs_file), "--host", "127.0.0.1",
-            "--as", admin, "--identity", str(stack.key_files[admin]), *extra]
-    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=False)
 
 
 def started_at(server: Server) -> tuple[str, str]:
@@ -265,6 +209,18 @@ def test_a_change_nobody_could_confirm_is_refused_before_connecting(
     assert done.returncode == 1 and "alice is not an admin in the new state" in done.stdout, done.stdout + done.stderr
     assert server.logs().count("Accepted publickey") == logins_before, "sync connected anyway"
     assert record(server)["events"][-1]["event"] == "applied"
+
+
+def test_a_port_change_logs_in_on_the_new_port_then_the_previous_one(tmp_path: Path) -> None:
+    """The outputs carry previousSshPort as Pulumi hands numbers over (22.0): the sync still tries it."""
+    files, public = keys_in(tmp_path, ("alice",))
+    config = base_config(public, 2222, ("alice",))
+    config["defaults"]["previousSshPort"] = 22
+    stack = make_stack(tmp_path, config, files, "moved")
+    outputs = json.loads(stack.outputs_file.read_text())
+    assert outputs["servers"]["web-1"]["previousSshPort"] == 22.0
+    (target,) = sync_targets(outputs, None, "127.0.0.1", ["22=10022", "2222=12222"])
+    assert target.ports == [(2222, 12222), (22, 10022)]
 
 
 # ---------------------------------------------------------------------- what the agent itself refuses

@@ -187,10 +187,10 @@ def test_sudoers_rules(rendered: tuple[Server, str, dict[str, AdminSecrets]]) ->
     sudoers = str(state_of(rendered[1])["files"][st.SUDOERS])  # type: ignore[index]
     rules = [line for line in sudoers.splitlines() if line and not line.startswith("#")]
     assert rules == [
-        f"%{st.ADMIN_GROUP} ALL=(root) NOPASSWD: {desired.AGENT_COMMAND}",
         "admin0 ALL=(ALL:ALL) NOPASSWD: ALL",
         "admin1 ALL=(ALL:ALL) ALL",
         "deploy ALL=(root) NOPASSWD: /usr/bin/systemctl restart app",
+        f"%{st.ADMIN_GROUP} ALL=(root) NOPASSWD: {desired.AGENT_COMMAND}",  # last: sudo takes the last rule that matches
     ]
     visudo = require_tool("visudo")
     check = subprocess.run([visudo, "-c", "-f", "/dev/stdin"], input=sudoers, capture_output=True, text=True, check=False)

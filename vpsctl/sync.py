@@ -360,8 +360,8 @@ def targets(outputs: Mapping[str, Any], names: Sequence[str] | None, host: str |
             state = st.validate(states[name])
         except st.StateError as exc:
             raise CliError(f"stack outputs: desiredState.{name}: {exc}") from None
-        previous = entry.get("previousSshPort")
-        server_ports = [state["sshPort"]] + ([previous] if isinstance(previous, int) and previous != state["sshPort"] else [])
+        previous = verify.as_port(entry.get("previousSshPort"))  # 22.0 in outputs that went through Pulumi
+        server_ports = [state["sshPort"]] + ([previous] if previous is not None and previous != state["sshPort"] else [])
         mapped = port_map(ports, server_ports)
         address = host or next((entry[k] for k in ("ipv4", "ipv6") if isinstance(entry.get(k), str) and entry[k]), None)
         if address is None:
