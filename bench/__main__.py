@@ -12,11 +12,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import check_bench, login_bench, program_eval, render_bench, suite_bench, vm_bench
+from bench import check_bench, login_bench, program_eval, render_bench, suite_bench, sync_bench, vm_bench
 from bench.report import Row, Section, load, machine, render
 
-NAMES = ("program", "render", "check", "login", "vm", "suite")
-DEFAULT = ("program", "render", "check", "login", "vm")  # the suite only on request: minutes, VM boots
+NAMES = ("program", "render", "check", "login", "sync", "vm", "suite")
+DEFAULT = ("program", "render", "check", "login", "sync", "vm")  # the suite only on request: minutes, VM boots
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         "render": lambda: render_section,
         "check": lambda: check_bench.run(args.runs),
         "login": login_bench.run,
+        "sync": lambda: sync_bench.run(max(sync_bench.MIN_RUNS, args.runs)),
         "vm": lambda: vm_bench.run(args.boots, args.build_image, args.wait_idle),
         "suite": suite_bench.run if args.only and "suite" in args.only else suite_bench.skipped,
     }
