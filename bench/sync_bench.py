@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Row, Section, median, table
+from bench.vm_bench import wait_for_idle
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = 20
@@ -43,6 +44,9 @@ OPERATORS = 6  # operator admins taken in turn (see the module doc): a team's si
 ADDRESS = "127.0.0.1"
 SERVER_TYPE = "hcloud:index/server:Server"
 STEP = 30  # pam_google_authenticator's time step
+# A one-server sync keeps this machine's 2 CPUs ~40% busy; above this share something else ran during it, and the
+# ratio would be low because the one-server figure is high.
+CONTENDED = 0.75
 
 
 def title(servers: int) -> str:
@@ -222,10 +226,12 @@ def not_applied(servers: Mapping[str, Any], outputs: Mapping[str, Any], names: S
     return wrong
 
 
-def run(runs: int, servers: int = SERVERS) -> Section:
+def run(runs: int, servers: int = SERVERS, wait_idle: float = 0) -> Section:
+    """``wait_idle``: first wait up to this long for other qemu processes (others' VM tests) to end."""
     reason = missing()
     if reason:
         return unavailable(reason, servers)
+    idle = wait_for_idle(wait_idle)
     times: dict[str, list[Timed]] = {"one": [], "all": []}
     with tempfile.TemporaryDirectory(prefix="totp-vps-sync-bench-") as tmp:
         bench = fleet(Path(tmp), servers)
@@ -252,10 +258,13 @@ def run(runs: int, servers: int = SERVERS) -> Section:
 
     one, many = med("one", "wall"), med("all", "wall")
     ratio = many / one
+    contended = med("one", "busy") > CONTENDED
+    judged = " (not judged: other work kept the CPUs busy)" if contended else ""
     section = Section(title(servers))
     section.rows = [
         Row(f"1 server / {servers} at once (median)", f"{one:.1f} s / {many:.1f} s"),
-        Row(f"{servers} servers / 1 server", f"{ratio:.1f} x", f"<= {BAR_RATIO:g} x", ratio <= BAR_RATIO),
+        Row(f"{servers} servers / 1 server", f"{ratio:.1f} x{judged}", f"<= {BAR_RATIO:g} x",
+            None if contended else ratio <= BAR_RATIO),
     ]
     section.detail = [
         f"{servers} loopback servers (tests/sshd_harness.py), booted from the program's user-data in {boot_s:.0f} s; each",
@@ -263,9 +272,9 @@ def run(runs: int, servers: int = SERVERS) -> Section:
         f"(`--parallel {servers}`; one server: `--server {bench.names[0]}`): per server two logins (key + code), the",
         "agent's status, apply and confirm, the checks. Medians of "
         f"{runs} runs each, interleaved; the waits for a fresh TOTP step ({operators.waited:.0f} s) are not timed.",
-        f"The servers run on this machine's {os.cpu_count()} CPUs, next to the client: with {servers} of them the runs are",
-        "CPU-bound (\"busy\": the machine's CPUs in use during the run, by anything). Client CPU is the `vpsctl sync`",
-        "process's own: what an operator's machine spends when every server has CPUs of its own.",
+        f"The servers run on this machine's {os.cpu_count()} CPUs, next to the client, so {servers} of them can make a run",
+        "CPU-bound (\"busy\": the share of the machine's CPUs in use during the run, by anything). Client CPU is the",
+        "`vpsctl sync` process's own: what an operator's machine spends when every server has CPUs of its own.",
         "",
         *table(("run", "1 server s", "client CPU s", "busy", f"{servers} servers s", "client CPU s", "busy"),
                [(k + 1, f"{a.wall:.2f}", f"{a.client_cpu:.2f}", f"{a.busy:.0%}", f"{b.wall:.2f}", f"{b.client_cpu:.2f}",
@@ -273,5 +282,8 @@ def run(runs: int, servers: int = SERVERS) -> Section:
         "",
         f"Client CPU, medians: {med('one', 'client_cpu'):.2f} s for 1 server, {med('all', 'client_cpu'):.2f} s for {servers} "
         f"({med('all', 'client_cpu') / med('one', 'client_cpu'):.1f} x).",
+        *([f"Note: the CPUs were {med('one', 'busy'):.0%} busy during the one-server runs (a one-server sync alone keeps "
+           "2 CPUs ~40% busy): something else ran, the figures are high and the ratio is not judged."] if contended else []),
+        *([] if idle else [f"Note: another qemu was still running after waiting {wait_idle:.0f} s."]),
     ]
     return section

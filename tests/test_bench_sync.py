@@ -18,10 +18,11 @@ def test_the_sync_benchmark_confirms_every_server_and_reports_the_ratio() -> Non
     assert section.available, section.detail
     assert [r.what for r in section.rows] == ["1 server / 2 at once (median)", "2 servers / 1 server"]
     times = re.fullmatch(r"([0-9.]+) s / ([0-9.]+) s", section.rows[0].measured)
-    ratio = re.fullmatch(r"([0-9.]+) x", section.rows[1].measured)
+    ratio = re.match(r"([0-9.]+) x", section.rows[1].measured)
     assert times and ratio, section.rows
     assert float(times[1]) > 0 and float(times[2]) > 0
-    assert section.rows[1].bar == "<= 3 x" and isinstance(section.rows[1].ok, bool)
+    # Judged unless something else kept the CPUs busy during the one-server runs, and then it says so.
+    assert section.rows[1].bar == "<= 3 x" and (section.rows[1].ok is None) == ("not judged" in section.rows[1].measured)
     runs = [line for line in section.detail if re.match(r"\| 1 \| ", line)]
     assert len(runs) == 1, section.detail
 
