@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import hmac
 import secrets
@@ -39,12 +40,19 @@ class _Conv(ctypes.Structure):
     _fields_ = [("conv", _CONV), ("appdata_ptr", ctypes.c_void_p)]
 
 
-def authenticate(service: str, user: str, answer: str) -> tuple[bool, list[str]]:
-    """(whether pam_authenticate succeeded, every prompt shown), answering each prompt with ``answer``."""
+@functools.cache
+def _libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
+    """libpam and libc, looked up once per process: find_library runs `ldconfig -p` at every call."""
     libpam = ctypes.CDLL(ctypes.util.find_library("pam") or "libpam.so.0")
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     libc.calloc.restype = libc.strdup.restype = ctypes.c_void_p  # PAM frees what the conversation returns
     libc.strdup.argtypes = [ctypes.c_char_p]
+    return libpam, libc
+
+
+def authenticate(service: str, user: str, answer: str) -> tuple[bool, list[str]]:
+    """(whether pam_authenticate succeeded, every prompt shown), answering each prompt with ``answer``."""
+    libpam, libc = _libraries()
     prompts: list[str] = []
 
     def conv(count: int, messages: ctypes.Array, responses: ctypes.Array, _data: int) -> int:

@@ -114,6 +114,30 @@ def probe_addresses(texts: list[str]) -> list[str]:
     return list(found)
 
 
+# Match criteria whose outcome is the same for every user (OpenSSH servconf.c match_cfg_line; each takes one
+# pattern), and the one Include the agent reads the files of (Debian's and Ubuntu's drop-in directory).
+_USER_BLIND = frozenset({"address", "host", "localaddress", "localport", "rdomain"})
+_DROPINS = frozenset({"/etc/ssh/sshd_config.d/*.conf", "sshd_config.d/*.conf"})
+
+
+def same_for_every_user(texts: list[str]) -> bool:
+    """Whether ``sshd -T -C`` gives every user the same answer for one connection, going by ``texts`` (the
+    files sshd reads): every Match line is ``Match all`` or criterion-pattern pairs of the criteria above, and
+    no Include brings in a file outside the drop-in directory. Anything else (User, Group, invalid-user, an
+    unknown word, a quote or escape) counts as telling users apart."""
+    for text in texts:
+        for line in uncommented(text).split("\n"):
+            words = [w for w in re.split(r"[ \t\r\f=]+", line) if w]
+            keyword, args = (words[0].lower(), [w.lower() for w in words[1:]]) if words else ("", [])
+            if keyword == "include" and not set(words[1:]) <= _DROPINS:
+                return False
+            if keyword == "match" and args != ["all"] and (
+                    any(c in line for c in "\"'\\") or not args or len(args) % 2
+                    or not set(args[0::2]) <= _USER_BLIND or {"user", "group", "invalid-user"} & set(args)):
+                return False
+    return True
+
+
 # ... and the rest of what an admin's connection must show: dev-sec ssh-baseline, keys only from the
 # agent's root-owned files, forwarding as the stack says (admin_lines).
 ADMIN_BASELINE = (

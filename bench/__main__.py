@@ -12,11 +12,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import check_bench, login_bench, program_eval, render_bench, suite_bench, vm_bench
+from bench import check_bench, login_bench, program_eval, render_bench, suite_bench, sync_bench, vm_bench
 from bench.report import Row, Section, load, machine, render
 
-NAMES = ("program", "render", "check", "login", "vm", "suite")
-DEFAULT = ("program", "render", "check", "login", "vm")  # the suite only on request: minutes, VM boots
+NAMES = ("program", "render", "check", "login", "sync", "vm", "suite")
+DEFAULT = ("program", "render", "check", "login", "sync", "vm")  # the suite only on request: minutes, VM boots
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boots", type=int, default=1, help="VM boots to take the median of (default 1)")
     parser.add_argument("--build-image", action="store_true", help="also time a lab image build into a fresh cache")
     parser.add_argument("--wait-idle", type=float, default=300, metavar="SECONDS",
-                        help="before a VM boot, wait up to this long for other qemu processes to end (default 300)")
+                        help="before a VM boot and the sync runs, wait up to this long for other qemu processes to end "
+                        "(default 300)")
     parser.add_argument("--only", nargs="+", choices=NAMES, help=f"run only these (default: {' '.join(DEFAULT)})")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "totp-vps-bench.md")
     args = parser.parse_args(argv)
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         "render": lambda: render_section,
         "check": lambda: check_bench.run(args.runs),
         "login": login_bench.run,
+        "sync": lambda: sync_bench.run(max(sync_bench.MIN_RUNS, args.runs), wait_idle=args.wait_idle),
         "vm": lambda: vm_bench.run(args.boots, args.build_image, args.wait_idle),
         "suite": suite_bench.run if args.only and "suite" in args.only else suite_bench.skipped,
     }

@@ -30,11 +30,6 @@ BYTES_PER_CODE = 8
 SEED_BYTES = 20
 
 
-def resource_count(servers: int, admins: int) -> int:
-    """Registrations (stack excluded) of both the baseline and the real program."""
-    return 3 + 2 + servers * (1 + 2 * admins + 2)
-
-
 def program(servers: int, admins: int, user_data_bytes: int) -> Callable[[], None]:
     """A program for ``mockengine.run(..., program=...)``; ``user_data_bytes``: the size of the fixed
     user-data string handed to every server (the caller passes the real size so payloads match).
@@ -70,12 +65,14 @@ def register(servers: int, admins: int, user_data_bytes: int) -> None:
         opts=pulumi.ResourceOptions(parent=shared),
     )
     shared.register_outputs({})
+    # The stack's key that signs every desired state (day two), at the stack's top level.
+    tls.PrivateKey("state-signing-key", algorithm="ED25519")
     for s in range(servers):
         name = f"srv-{s}"
         comp = pulumi.ComponentResource(TOTP_SERVER, name)
         child = pulumi.ResourceOptions(parent=comp)
         for a in range(admins):
-            random.RandomBytes(f"{name}-admin{a}-totp-seed", length=SEED_BYTES, keepers={"rotation": "0"}, opts=child)
+            random.RandomBytes(f"{name}-admin{a}-totp-seed-a", length=SEED_BYTES, keepers={"rotation": "0"}, opts=child)
             random.RandomBytes(
                 f"{name}-admin{a}-backup-codes",
                 length=BACKUP_CODES * BYTES_PER_CODE,

@@ -1,4 +1,4 @@
-"""6. The whole test suite (`make test`: ruff, mypy, pytest with the VM boots), timed once.
+"""7. The whole test suite (`make test`: ruff, mypy, pytest with the VM boots), timed once.
 
 Not part of a default run (it takes minutes and boots VMs): ``python -m bench --only suite``."""
 

@@ -1,4 +1,4 @@
-"""5. First boot in the local VM (lab/): image build, boot to cloud-init done, cloud-init's stages.
+"""6. First boot in the local VM (lab/): image build, boot to cloud-init done, cloud-init's stages.
 
 Reuses lab.image (cached image builder) and lab.vm.VM (qemu with TCG, NoCloud seed, serial log).
 Stage times come from cloud-init's own console lines ("running 'init' ... Up N seconds", "finished

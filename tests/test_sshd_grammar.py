@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from conftest import require_root, require_tool
 
+from agent import state as st
 from cloudinit import sshd_config as S
 
 MAIN = "/etc/ssh/sshd_config"
@@ -555,3 +556,39 @@ def test_hostile_input_is_fast(name: str, files: dict[str, str], error: str | No
     else:
         assert error is None, f"{name} should have been refused"
     assert time.perf_counter() - start < 0.8, name
+
+
+# ------------------------------------------------- the agent's shortcut: one question per address
+
+
+# The same connection for different users, as the agent asks (activate.effective); root and nobody exist here.
+TWINS = tuple(S.Connection(user, addr, host="totp-vps.invalid", laddr="0.0.0.0", lport=22)
+              for addr in (st.PROBES[0], "10.9.9.9") for user in ("alice", "root", "nobody"))
+SHORTCUT_CASES = [c.files for c in CASES] + [
+    debian(("00-totp-vps.conf", "PermitRootLogin no\nMatch all\n  PasswordAuthentication no\n")),
+    debian(("10-x.conf", "Match Address 10.0.0.0/8 LocalPort 22\n  PermitTTY no\n")),
+    debian(("10-x.conf", "Match Address 10.0.0.0/8\n  PermitTTY no\nMatch user root\n  PermitRootLogin yes\n")),
+    debian(("10-x.conf", 'Match Address 10.0.0.0/8 "User" root\n  PermitTTY no\n')),
+    debian(("10-x.conf", "Match Group root\n  PermitTTY no\n")),
+    {MAIN: DEBIAN_12 + "Include /etc/ssh/other.conf\n", "/etc/ssh/other.conf": "Match User nobody\n  PermitTTY no\n"},
+]
+
+
+def agent_texts(files: dict[str, str]) -> list[str]:
+    """What the agent reads (activate.sshd_files): the main file and the drop-ins, whatever else sshd includes."""
+    dropins = sorted(p for p in files if re.fullmatch(r"/etc/ssh/sshd_config\.d/[^/]*\.conf", p))
+    return [files.get(MAIN, ""), *(files[p] for p in dropins)]
+
+
+def test_where_the_agent_asks_once_per_address_sshd_answers_alike_for_every_user() -> None:
+    answers = _run_sshd([(files, [_args(conn) for conn in TWINS]) for files in SHORTCUT_CASES])
+    verdicts = []
+    for files, answer in zip(SHORTCUT_CASES, answers, strict=True):
+        shortcut = st.same_for_every_user(agent_texts(files))
+        per_address = [{out for rc, out, _err in answer[i: i + 3] if rc == 0} for i in (0, 3)]
+        alike = all(len(outs) == 1 for outs in per_address) and all(rc == 0 for rc, _out, _err in answer)
+        assert alike or not shortcut, f"the agent would ask once per address, but users differ: {files}"
+        verdicts.append((shortcut, alike))
+    # Both kinds are in the battery, and users really differ where the shortcut is not taken.
+    assert sum(s for s, _a in verdicts) >= 8 and sum(not a for _s, a in verdicts) >= 8, verdicts
+    assert [s for s, _a in verdicts[-6:]] == [True, True, False, False, False, False]
