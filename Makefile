@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv openssh-server openssh-client libpam-google-authenticator pamtester cloud-init zbar-tools sudo \
 	qemu-system-x86 qemu-utils mmdebstrap genisoimage e2fsprogs nftables iproute2 util-linux
 ARGS ?=
-PYTEST_ARGS ?=
+# Two workers, whole files each: the VM tests (first in the run) keep one worker waiting on guests and TOTP steps
+# for minutes while the other runs every other file.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: lab test deps bench check render venv
 

@@ -34,6 +34,12 @@ def require_root() -> None:
     require(os.geteuid() == 0, "needs root (namespaces, bind mounts)")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The VM tests first: they take longest, mostly waiting, and under `-n 2 --dist loadfile` (make test) the
+    other worker runs the rest meanwhile."""
+    items.sort(key=lambda item: item.get_closest_marker("vm") is None)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield

@@ -23,7 +23,9 @@ from sshd_harness import SSHD, Server, effective, new_key, running_server
 from agent import state as st
 from cloudinit import hardening
 from cloudinit.render import effective_settings
+from lab import faults
 from vpsctl.sshclient import Login
+from vpsctl.sync import locked_down
 
 # One admin per concern (see the module docstring).
 ADMINS = ("ok", "keyonly", "wrongcode", "nokey", "reuse", "scratch", "ratelimit", "nofile", "pw", "agent")
@@ -183,6 +185,23 @@ def test_custom_port_is_effective_before_and_after_activation() -> None:
         dumped = server.root([SSHD, "-T"])
     assert effective(dumped.stdout)["port"] == str(port)
     assert missing_effective(port, dumped.stdout) == []
+
+
+@pytest.mark.parametrize("fault", ["sshd-dropin-broken", "pam-weakened"])
+def test_a_first_boot_with_a_broken_state_fails_closed(fault: str) -> None:
+    """The lab's faults that break the desired state itself (tests/test_vm.py boots the package fault): the
+    first-boot activation says why and fails (cloud-init's runcmd reports its exit status), the lockdown
+    stays, and key + a valid code is turned away with no method offered."""
+    require_root()
+    other = make_fleet(("ok",))
+    with running_server(faults.inject(other.user_data, fault, other.server)) as server:
+        assert server.activation is not None
+        assert server.activation.returncode == 1, server.activation
+        said = server.activation.stdout + server.activation.stderr
+        assert "ACTIVATION FAILED" in said and faults.EXPECTED_REASON[fault] in said, said
+        assert server.read(st.DROPIN) == st.lockdown(other.server.ssh_port)
+        attempt = server.login("ok", key=other.keys["ok"], code=other.code("ok"))
+    assert not attempt.accepted and locked_down(attempt), attempt
 
 
 def test_sshd_t_misses_usepam_no_but_the_agent_refuses_it() -> None:
