@@ -8,7 +8,7 @@ APT_PACKAGES := python3-venv openssh-server openssh-client libpam-google-authent
 ARGS ?=
 # Two workers, whole files each: the VM tests (first in the run) keep one worker waiting on guests and TOTP steps
 # for minutes while the other runs every other file.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
 
 .PHONY: lab test deps bench check render venv
 

@@ -374,7 +374,8 @@ def _service_networks(resources: Sequence[pp.PolicyResource], report: pp.ReportV
 # Secrets, by shape and by value. Messages name the property path and the kind, never the value.
 _BASE32_RUN = re.compile(r"(?<![A-Za-z0-9+/])(?:[A-Z2-7]{32,}|[a-z2-7]{32,})(?![A-Za-z0-9+/])")
 _BASE32_GROUPS = re.compile(r"(?<![A-Za-z0-9])(?:[A-Z2-7]{4} ){7,}[A-Z2-7]{1,4}(?![A-Za-z0-9])", re.IGNORECASE)
-_CODE = re.compile(r"(?<![0-9.:/-])[1-9][0-9]{7}(?![0-9.:/-])")
+# A code by its shape stands on its own: not inside a hex digest (a serial, a fingerprint), an address or a path.
+_CODE = re.compile(r"(?<![0-9A-Za-z.:/-])[1-9][0-9]{7}(?![0-9A-Za-z.:/-])")
 _CODE_ONLY = re.compile(r"^[1-9][0-9]{7}$")
 _BASE32_SEED = re.compile(r"[A-Z2-7]{26,128}=*")
 
@@ -403,7 +404,7 @@ class Known:
 
     def kinds(self, value: str) -> set[str]:
         found = {kind for spelling, kind in self.spellings.items() if spelling in value}
-        if any(code in self.codes for code in _CODE.findall(value)):
+        if any(code in value for code in self.codes):  # this stack's own codes, glued to anything
             found.add("a backup code of this stack")
         return found
 

@@ -243,6 +243,17 @@ def test_a_service_account_is_a_visible_exemption(example_run: ProgramRun) -> No
                for f in findings)
 
 
+def test_digits_inside_a_digest_are_no_backup_codes() -> None:
+    """A desired serial is a hex digest, and some hold two runs of eight digits between letters; codes written
+    out stand alone, and the stack's own codes are found glued to anything."""
+    digest = "a12345678b" + "c" * 20 + "e87654321f"
+    assert "a list of 8-digit backup codes" not in policies.secret_kinds(digest)
+    for listed in ("12345678 87654321", "12345678,87654321", '["12345678", "87654321"]', "12345678\n87654321"):
+        assert "a list of 8-digit backup codes" in policies.secret_kinds(listed), listed
+    known = policies.Known({}, {"12345678"})
+    assert known.kinds("code12345678x") == {"a backup code of this stack"}
+
+
 @pytest.mark.parametrize("image", sorted(hardening.IMAGES))
 @pytest.mark.parametrize("server_type", ["cx23", "cax11"])
 def test_every_image_on_x86_and_arm_is_policy_clean(image: str, server_type: str) -> None:
