@@ -12,11 +12,13 @@ from pathlib import Path
 from bench.report import Row, Section
 
 ROOT = Path(__file__).resolve().parent.parent
-BAR_S = 6 * 60  # cached VM images; 12 minutes on a fresh machine (images built)
+# With cached VM images, on the 2-CPU machines the project's CI runs on (four guests under software emulation).
+BAR_S = 12 * 60
+BAR = f"<= {BAR_S // 60} min"
 
 
 def skipped() -> Section:
-    return Section("Whole test suite (`make test`)", [Row("with cached VM images", "not measured in this run", "<= 6 min")],
+    return Section("Whole test suite (`make test`)", [Row("with cached VM images", "not measured in this run", BAR)],
                    ["Takes minutes and boots VMs: measure it on its own with `python -m bench --only suite`",
                     "(or `time make test`), with the lab images already cached and nothing else running."])
 
@@ -28,6 +30,6 @@ def run() -> Section:
     took = time.perf_counter() - start
     tail = [line for line in done.stdout.splitlines() if line.startswith("=")][-1:] or ["(no pytest summary)"]
     section = Section("Whole test suite (`make test`)")
-    section.rows = [Row("with cached VM images", f"{took / 60:.1f} min (exit {done.returncode})", "<= 6 min", took <= BAR_S)]
+    section.rows = [Row("with cached VM images", f"{took / 60:.1f} min (exit {done.returncode})", BAR, took <= BAR_S)]
     section.detail = [f"`make test` with CI=true (a skipped real test fails), once: {tail[0]}"]
     return section
