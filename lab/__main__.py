@@ -185,8 +185,9 @@ def run(args: argparse.Namespace) -> int:
             _say(f"\nPinned host key, under the server's name ({state.known_hosts}):\n  {state.known_hosts.read_text().strip()}")
             _say(f"Log in as {admin} (the key, then the 6-digit code):\n  "
                  + show.login_command(lab, admin, vm.host_port, identity, state.known_hosts))
-            _say(f"Change the config and apply it to this running server: python -m lab sync --config {config}"
-                 + (f" --server {server.name}" if args.server else "") + (f" --state-dir {state.path}" if args.state_dir else ""))
+            # --state-dir always: a changed copy of the config has another name, and the name picks the state folder.
+            _say(f"Change the config and apply it to this running server: .venv/bin/python -m lab sync --config {config}"
+                 + (f" --server {server.name}" if args.server else "") + f" --state-dir {state.path}")
             _say("\nThe VM runs until you press Ctrl-C (or power it off from inside: sudo poweroff).")
             try:
                 vm.wait_exit(None)

@@ -99,8 +99,8 @@ class LabState:
             if leftovers:
                 raise CliError(f"--state-dir: {state.path} is not empty and holds no lab state; name a new or empty folder")
             if not create:
-                raise CliError(f"no lab state in {state.path}: start the lab first (python -m lab --config FILE), "
-                               "or name its folder with --state-dir")
+                raise CliError(f"no lab state in {state.path}: start the lab first (.venv/bin/python -m lab --config FILE), "
+                               "or name its folder with --state-dir (the folder the lab printed)")
         state.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         state.path.chmod(0o700)  # whatever the umask, and if it was made by hand
         record = state.record()

@@ -139,8 +139,8 @@ def _ports(given: list[str] | None, state: LabState, server_ports: tuple[int, ..
         return ports
     info = state.read(state.vm_file)
     if not state.vm_running() or not isinstance(info, dict):
-        raise CliError(f"no lab VM runs from {state.path}: start it (python -m lab) and leave it running, or point --port "
-                       "at a server", EXIT_FAIL)
+        raise CliError(f"no lab VM runs from {state.path}: start it (.venv/bin/python -m lab) and leave it running, "
+                       "or point --port at a server", EXIT_FAIL)
     forwards = {int(p): int(local) for p, local in info["ports"].items()}
     for port in server_ports:
         if port not in forwards:

@@ -426,6 +426,8 @@ def run(args: argparse.Namespace) -> int:
             outcomes += [Outcome(s.target.server, "in sync", plan=s.plan) for s in sessions if not s.plan.changes]
             outcomes += list(pool.map(syncer.apply, [s for s in sessions if s.plan.changes]))
     for outcome in sorted(outcomes, key=lambda o: o.server):
+        if outcome.status == "in sync" and outcome.checks is None:
+            continue  # its plan line said so
         say(outcome.line())
         if outcome.checks is not None and not outcome.checks.passed:
             sys.stdout.write(outcome.checks.render())
