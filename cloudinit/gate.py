@@ -14,7 +14,9 @@ Findings are (policy id, problem); problems name accounts, addresses and setting
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -45,10 +47,23 @@ CRYPTO = {"kexalgorithms": hardening.KEX, "ciphers": hardening.CIPHERS, "macs": 
           "hostkeyalgorithms": hardening.HOST_KEY_ALGORITHMS, "pubkeyacceptedalgorithms": hardening.PUBKEY_ALGORITHMS}
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 
+# What the checks see of a state: its files, port and accounts; no TOTP secret, signer or server name. Servers
+# of one config (and the renderer's stand-in render before the real one) are then judged once per process.
+JUDGED = ("files", "sshPort", "summary", "admins", "serviceAccounts", "offboarding")
+
+
 def judge_state(state: Mapping[str, Any], image: str) -> list[Finding]:
     """Every way ``state`` (valid for the agent) would let a login in without both factors, let an account
     in from where it must not come, or weaken sshd, PAM or sudo below the design, on ``image``."""
-    return [*_sshd(state, image), *_pam(state), *_sudoers(state)]
+    view = {key: state[key] for key in JUDGED if key in state}
+    view["admins"] = [{k: v for k, v in admin.items() if k != "totp"} for admin in state["admins"]]
+    return list(_judge(json.dumps(view, sort_keys=True), image))
+
+
+@functools.lru_cache(maxsize=64)
+def _judge(view: str, image: str) -> tuple[Finding, ...]:
+    state = json.loads(view)
+    return (*_sshd(state, image), *_pam(state), *_sudoers(state))
 
 
 # ------------------------------------------------------------------------------------------------ sshd

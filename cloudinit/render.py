@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from agent import state as st
@@ -102,7 +103,13 @@ def fixed_files(ssh_port: int) -> list[WriteFile]:
 
 
 def state_file(state: Mapping[str, Any]) -> WriteFile:
-    return WriteFile(BOOT_STATE, "0600", st.pack(state))
+    return WriteFile(BOOT_STATE, "0600", _packed(json.dumps(state, sort_keys=True, ensure_ascii=False)))
+
+
+@lru_cache(maxsize=8)
+def _packed(state_json: str) -> bytes:
+    """xz at its strongest takes a millisecond or two, and the self-check packs the state it just rendered again."""
+    return st.pack(json.loads(state_json))
 
 
 def render_user_data(server: Server, admin_secrets: Mapping[str, AdminSecrets], host_key: KeyPair, signer: str) -> str:
@@ -110,6 +117,16 @@ def render_user_data(server: Server, admin_secrets: Mapping[str, AdminSecrets], 
     Raises ConfigError if it would not fit Hetzner's limit."""
     from cloudinit import cloudconfig, gate  # the gates parse what this module renders
 
+    text, state = _render(server, admin_secrets, host_key, signer)
+    problems = cloudconfig.judge(text, expected=state) + [f"{p}: {why}" for p, why in gate.judge_state(state, server.image)]
+    if problems:
+        raise AssertionError(f"the renderer produced user-data its own gate refuses: {problems[0]}")
+    return text
+
+
+def _render(server: Server, admin_secrets: Mapping[str, AdminSecrets], host_key: KeyPair,
+            signer: str) -> tuple[str, dict[str, Any]]:
+    """The user-data and the desired state it carries, within Hetzner's limit (ConfigError otherwise)."""
     state = desired.desired_state(server, admin_secrets, signer)
     files = [*fixed_files(server.ssh_port)]
     files.insert(2, state_file(state))
@@ -134,10 +151,7 @@ def render_user_data(server: Server, admin_secrets: Mapping[str, AdminSecrets], 
             f"{len(server.admins)} admins, {len(server.service_accounts)} service accounts, {keys} keys",
             f"user-data would be {size} bytes, over Hetzner's {HETZNER_USER_DATA_LIMIT}-byte limit: use fewer accounts or keys",
         )
-    problems = cloudconfig.judge(text, expected=state) + [f"{p}: {why}" for p, why in gate.judge_state(state, server.image)]
-    if problems:
-        raise AssertionError(f"the renderer produced user-data its own gate refuses: {problems[0]}")
-    return text
+    return text, state
 
 
 @cache
@@ -157,4 +171,5 @@ def check_fits(server: Server) -> None:
     )
     stand_in = AdminSecrets(seed=one.seed, backup_codes=one.backup_codes, sudo=one)
     pair = _placeholder_key_pair()
-    render_user_data(server, {name: stand_in for name in server.admin_names}, pair, pair.public_openssh)
+    # Only the size here: the real render judges what it renders.
+    _render(server, {name: stand_in for name in server.admin_names}, pair, pair.public_openssh)
