@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
+import paramiko
 import pytest
 
 IN_CI = os.environ.get("CI") == "true"
@@ -32,6 +34,17 @@ def require_tool(name: str) -> str:
 
 def require_root() -> None:
     require(os.geteuid() == 0, "needs root (namespaces, bind mounts)")
+
+
+def assert_no_terminal_and_no_forwarding(login: Any, port: int) -> None:
+    """A logged-in service account (a vpsctl.sshclient.Login) is refused a terminal and a forwarded port."""
+    assert login.transport is not None
+    channel = login.transport.open_session()
+    with pytest.raises(paramiko.SSHException):
+        channel.get_pty()
+    channel.close()
+    with pytest.raises(paramiko.ChannelException):
+        login.transport.open_channel("direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import paramiko
 import pyotp
 import pytest
 from configs import Fleet, make_fleet
-from conftest import require_root, require_tool
+from conftest import assert_no_terminal_and_no_forwarding, require_root, require_tool
 from sshd_harness import SSHD, Server, effective, new_key, running_server
 
 from agent import state as st
@@ -66,13 +65,7 @@ def test_a_service_account_runs_only_its_forced_command(server: Server) -> None:
 
 def test_a_service_account_gets_no_terminal_and_no_forwarding(server: Server) -> None:
     with server.login("deploy", key=DEPLOY_KEY, source=INSIDE, keep=True) as attempt:
-        assert attempt.transport is not None
-        channel = attempt.transport.open_session()
-        with pytest.raises(paramiko.SSHException):
-            channel.get_pty()
-        channel.close()
-        with pytest.raises(paramiko.ChannelException):
-            attempt.transport.open_channel("direct-tcpip", ("127.0.0.1", server.port), ("127.0.0.1", 0))
+        assert_no_terminal_and_no_forwarding(attempt, server.port)
 
 
 def test_a_service_account_runs_exactly_its_sudo_commands(server: Server) -> None:

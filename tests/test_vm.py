@@ -41,7 +41,7 @@ import paramiko
 import pyotp
 import pytest
 from configs import ROOT, Stack, keys_in, make_stack, sync
-from conftest import require, require_root, require_tool
+from conftest import assert_no_terminal_and_no_forwarding, require, require_root, require_tool
 
 from agent import state as st
 from cloudinit import hardening, render, stackconfig
@@ -514,13 +514,7 @@ def service_account_gets_in_with_its_key_alone_and_runs_only_its_command(g: Gues
     with attempt:
         done = attempt.run("cat /etc/shadow; id")
         assert done.status == 0 and done.stdout == "deployed\n", done
-        assert attempt.transport is not None
-        channel = attempt.transport.open_session()
-        with pytest.raises(paramiko.SSHException):
-            channel.get_pty()
-        channel.close()
-        with pytest.raises(paramiko.ChannelException):
-            attempt.transport.open_channel("direct-tcpip", ("127.0.0.1", g.ssh_port), ("127.0.0.1", 0))
+        assert_no_terminal_and_no_forwarding(attempt, g.ssh_port)
 
 
 def service_account_runs_exactly_its_sudo_commands(g: Guest) -> None:
