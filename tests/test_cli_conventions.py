@@ -171,12 +171,11 @@ def test_a_reader_that_quits_early_is_no_error(files: dict[str, str], tmp_path: 
     assert (process.wait(timeout=60), err) == (141, b"")
 
 
-def test_ctrl_c_is_one_line_and_exit_130(files: dict[str, str], tmp_path: Path) -> None:
-    """SIGINT while vpsctl waits for input (it reads --from from a FIFO nobody has written to)."""
-    fifo = tmp_path / "outputs.fifo"
+def interrupted_while_reading(argv: list[str], fifo: Path) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``argv`` sent SIGINT while it waits to read ``fifo``, a FIFO nobody
+    writes to (made here)."""
     os.mkfifo(fifo)
-    process = subprocess.Popen([sys.executable, "-m", "vpsctl", "qr", "--from", str(fifo)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     writer = None
     try:
         deadline = time.monotonic() + 30
@@ -186,11 +185,18 @@ def test_ctrl_c_is_one_line_and_exit_130(files: dict[str, str], tmp_path: Path) 
             except OSError as exc:
                 assert exc.errno == errno.ENXIO and time.monotonic() < deadline and process.poll() is None, exc
                 time.sleep(0.05)
-        time.sleep(0.2)  # from open() into read(): vpsctl now waits for the outputs
+        time.sleep(0.2)  # from open() into read(): the command now waits for its input
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
         if writer is not None:
             os.close(writer)
         process.kill()
-    assert (process.returncode, out, err) == (130, "", "vpsctl qr: error: interrupted (Ctrl-C)\n")
+    return process.returncode, out, err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(files: dict[str, str], tmp_path: Path) -> None:
+    """SIGINT while vpsctl waits for input (it reads --from from a FIFO nobody has written to)."""
+    fifo = tmp_path / "outputs.fifo"
+    done = interrupted_while_reading([sys.executable, "-m", "vpsctl", "qr", "--from", str(fifo)], fifo)
+    assert done == (130, "", "vpsctl qr: error: interrupted (Ctrl-C)\n")

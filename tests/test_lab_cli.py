@@ -8,18 +8,14 @@ plain words with the exit codes and a README section that exists.
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli_conventions import MARKUP, README_SECTIONS, exit_codes
+from test_cli_conventions import MARKUP, README_SECTIONS, exit_codes, interrupted_while_reading
 from test_lab_state import lab_up, values, write_config
 
 from lab import __main__ as lab_main
@@ -119,24 +115,7 @@ def test_help_is_plain_words_with_the_exit_codes_and_a_readme_section(command: l
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path) -> None:
     """SIGINT while the lab waits for its config (a FIFO nobody writes to)."""
     fifo = tmp_path / "Pulumi.fifo.yaml"
-    os.mkfifo(fifo)
-    process = subprocess.Popen([sys.executable, "-m", "lab", "--config", str(fifo), "--state-dir", str(tmp_path / "state")],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    writer = None
-    try:
-        deadline = time.monotonic() + 30
-        while writer is None:  # a FIFO opens for writing (without blocking) once its reader is there
-            try:
-                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                assert exc.errno == errno.ENXIO and time.monotonic() < deadline and process.poll() is None, exc
-                time.sleep(0.05)
-        time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-    finally:
-        if writer is not None:
-            os.close(writer)
-        process.kill()
-    assert (process.returncode, out, err) == (130, "", "lab: error: interrupted (Ctrl-C)\n")
+    done = interrupted_while_reading([sys.executable, "-m", "lab", "--config", str(fifo), "--state-dir",
+                                      str(tmp_path / "state")], fifo)
+    assert done == (130, "", "lab: error: interrupted (Ctrl-C)\n")
     assert not (tmp_path / "state").exists()
